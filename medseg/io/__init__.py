@@ -1,0 +1,17 @@
+"""Reading scans with their geometry and writing masks that overlay them exactly."""
+
+from medseg.io.geometry import affines_match, lps_to_ras, ras_to_lps
+from medseg.io.nifti import save_mask, write_nifti
+from medseg.io.reader import check_volume, load_volume
+from medseg.io.volume import Volume
+
+__all__ = [
+    "Volume",
+    "affines_match",
+    "check_volume",
+    "load_volume",
+    "lps_to_ras",
+    "ras_to_lps",
+    "save_mask",
+    "write_nifti",
+]
