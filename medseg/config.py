@@ -67,7 +67,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise MedsegError(f"{where}: expected {len(args)} values, found {len(value)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(
+            _coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
     if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise MedsegError(f"{where}: expected a mapping, found {value!r}")
@@ -150,7 +152,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise MedsegError(f"expected a YAML mapping at the top level, found {type(data).__name__}", p)
+        raise MedsegError(
+            f"expected a YAML mapping at the top level, found {type(data).__name__}", p
+        )
     return data
 
 

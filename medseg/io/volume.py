@@ -90,5 +90,7 @@ class Volume:
             "spatial_shape": np.asarray(self.spatial_shape),
         }
         return MetaTensor(
-            torch.as_tensor(np.ascontiguousarray(arr)), affine=torch.as_tensor(self.affine), meta=meta
+            torch.as_tensor(np.ascontiguousarray(arr)),
+            affine=torch.as_tensor(self.affine),
+            meta=meta,
         )
