@@ -49,8 +49,13 @@ def read_nifti(path: Path) -> Volume:
         array = np.asarray(img.get_fdata(dtype=np.float32)) if scaled else np.asarray(raw)
     except MedsegError:
         raise
+    except nib.filebasedimages.ImageFileError as exc:
+        raise MedsegError(
+            "cannot read as NIfTI: expected a .nii/.nii.gz file with a NIfTI header, "
+            "found none (not a NIfTI file, or empty)",
+            path,
+        ) from exc
     except (
-        nib.filebasedimages.ImageFileError,
         OSError,
         EOFError,
         ValueError,

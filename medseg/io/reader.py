@@ -74,18 +74,36 @@ def check_volume(volume: Volume, *, allow_empty: bool = False) -> None:
     """
     path = volume.path
     arr = volume.array
+    if arr.size == 0:
+        raise MedsegError(f"expected a 3D volume with voxels, found shape {tuple(arr.shape)}", path)
+    if arr.ndim > 3:
+        extra = [n for n in arr.shape[3:]]
+        hint = (
+            " (trailing axes of length 1 are not dropped silently)"
+            if all(n == 1 for n in extra)
+            else ""
+        )
+        raise MedsegError(
+            f"expected a 3D volume, found {arr.ndim}D with shape {tuple(arr.shape)}{hint}; "
+            "extract one 3D volume first (e.g. nibabel `img.slicer[..., 0]` or `fslroi`)",
+            path,
+        )
     if arr.ndim != 3:
         raise MedsegError(
             f"expected a 3D volume, found {arr.ndim}D with shape {tuple(arr.shape)}", path
         )
-    if min(arr.shape) == 0:
-        raise MedsegError(f"volume has no voxels (shape {tuple(arr.shape)})", path)
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise MedsegError(f"expected finite voxel values, found {n_bad} NaN/inf voxels", path)
+        n_nan = int(np.count_nonzero(np.isnan(arr)))
+        n_inf = int(np.count_nonzero(np.isinf(arr)))
+        raise MedsegError(
+            f"expected finite voxel values, found {n_nan} NaN and {n_inf} inf voxel(s) "
+            f"out of {arr.size}",
+            path,
+        )
     spacing = np.asarray(volume.spacing)
     if not np.all(np.isfinite(volume.affine)) or np.any(spacing <= 1e-6):
-        raise MedsegError(f"expected positive voxel spacing, found {tuple(spacing)} mm", path)
+        shown = ", ".join(f"{v:g}" for v in spacing)
+        raise MedsegError(f"expected positive voxel spacing, found ({shown}) mm", path)
     if abs(np.linalg.det(volume.affine[:3, :3])) < 1e-12:
         raise MedsegError("the affine is singular (axes are collinear)", path)
     if not allow_empty and arr.size > 1 and np.ptp(arr) == 0 and volume.meta.get("is_image", True):
