@@ -75,13 +75,12 @@ def main(args: list[str] | None = None) -> int:
         return int(exc.code or 0)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:  # usage errors (typer >= 0.25 vendors click: no `import click`)
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
+        if isinstance(exc, typer.Abort):
             return 1
         raise
     return int(rc) if isinstance(rc, int) else 0
