@@ -1,0 +1,322 @@
+"""``Predictor``: a trained run (or bundle) that turns a scan into a mask on the scan's own grid.
+
+Pipeline per volume: the run's preprocessing (``medseg.transforms.preprocessing``:
+orientation to RAS, foreground crop, normalisation, resampling to the plans' spacing) ->
+sliding-window probabilities averaged over folds and mirrorings -> mapping back to the
+source grid by world coordinates with a slab-wise argmax -> post-processing decided after
+training (morphology, dense CRF) -> a label :class:`~medseg.io.Volume` whose affine is the
+source scan's, bit for bit.
+
+Examples
+--------
+>>> predictor = Predictor.from_run("runs/liver", folds=(0, 1))  # doctest: +SKIP
+>>> mask = predictor(load_volume("ct.nii.gz"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError
+from medseg.inference.config import InferConfig
+from medseg.inference.models import LoadedModels, load_models
+from medseg.inference.sliding import resample_to_source, sliding_probabilities
+from medseg.io.volume import Volume
+from medseg.training.plans import Plans
+from medseg.transforms.preprocessing import preprocessing_transforms
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """Result of one volume.
+
+    Attributes
+    ----------
+    mask
+        Label map ``(I, J, K)`` (uint8/uint16) with the source volume's affine (RAS, mm).
+    probabilities
+        Class probabilities ``(C, I, J, K)`` float16 on the source grid, when requested.
+    timings
+        Seconds per stage (``preprocess``, ``inference``, ``resample``, ``postprocess``).
+    postprocessing
+        The post-processing that was applied (JSON-ready), ``{}`` for none.
+    """
+
+    mask: Volume
+    probabilities: Volume | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    postprocessing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Preprocessed:
+    """A preprocessed image ``(1, X, Y, Z)`` (RAS, plans spacing) and its voxel-to-RAS affine."""
+
+    image: torch.Tensor
+    affine: np.ndarray
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsegError(f"--device {name}: expected a CUDA GPU, found none (use cpu or auto)")
+    return torch.device(name)
+
+
+class Predictor:
+    """Segment volumes with a trained ensemble; outputs overlay their inputs exactly.
+
+    Parameters
+    ----------
+    models
+        Networks in eval mode, mapping ``(B, 1, X, Y, Z)`` to logits ``(B, C, X, Y, Z)``.
+    plans
+        The plans the networks were trained with (preprocessing, patch size, labels).
+    config
+        Inference options.
+    postprocessing
+        A ``medseg.postprocessing`` configuration to apply after the argmax, or ``None``.
+    identity
+        JSON-ready description of the model (written into every sidecar).
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        plans: Plans,
+        *,
+        config: InferConfig | None = None,
+        postprocessing: Any | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config or InferConfig()
+        self.config.validate()
+        if not models:
+            raise MedsegError("a Predictor needs at least one network")
+        self.device = resolve_device(self.config.device)
+        self.models = [m.to(self.device).eval() for m in models]
+        self.plans = plans
+        self.postprocessing = postprocessing
+        self.identity = identity or {}
+        self._transforms = preprocessing_transforms(plans, keys=("image",), load=False)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModels, config: InferConfig | None = None) -> Predictor:
+        """Build from :func:`medseg.inference.models.load_models` output."""
+        config = config or InferConfig()
+        post = loaded.postprocessing if config.postprocess == "auto" else None
+        post = _with_crf_override(post, config.crf)
+        return cls(
+            loaded.models,
+            loaded.plans,
+            config=config,
+            postprocessing=post,
+            identity=loaded.identity,
+        )
+
+    @classmethod
+    def from_run(
+        cls,
+        path: str | Path,
+        *,
+        folds: Sequence[int] | None = None,
+        device: str = "auto",
+        config: InferConfig | None = None,
+    ) -> Predictor:
+        """Load a run directory (``plans.json``, ``fold_<k>/checkpoint_best.pt``).
+
+        ``folds`` (default: every trained fold) and ``device`` override ``config``.
+        """
+        return cls.from_path(path, folds=folds, device=device, config=config, kind="run")
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        *,
+        folds: Sequence[int] | None = None,
+        device: str | None = None,
+        config: InferConfig | None = None,
+        kind: str | None = None,
+    ) -> Predictor:
+        """Load a run directory or a MONAI bundle directory (``configs/``, ``models/``)."""
+        config = config or InferConfig()
+        if folds is not None:
+            config = dataclasses.replace(config, folds=tuple(int(f) for f in folds))
+        if device is not None:
+            config = dataclasses.replace(config, device=device)
+        config.validate()
+        target = resolve_device(config.device)
+        loaded = load_models(
+            path, folds=config.folds, which=config.checkpoint, device=target, kind=kind
+        )
+        return cls.from_loaded(loaded, config)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def label_names(self) -> dict[int, str]:
+        """``{value: name}`` of the output labels, background included."""
+        return dict(self.plans.labels)
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels (background included)."""
+        return self.plans.num_classes
+
+    # ----------------------------------------------------------------- pipeline
+    def preprocess(self, volume: Volume) -> Preprocessed:
+        """Apply the run's preprocessing to a scan (RAS, cropped, normalised, resampled)."""
+        if volume.array.ndim != 3:
+            raise MedsegError(
+                f"expected a 3D scan, found shape {tuple(volume.array.shape)}", volume.path
+            )
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = self._transforms({"image": volume.to_metatensor()})["image"]
+        affine = np.asarray(out.affine, dtype=np.float64)
+        image = out.as_tensor()
+        return Preprocessed(image=image, affine=affine, seconds=time.perf_counter() - start)
+
+    def _accumulation_dtype(self, shape: Sequence[int]) -> torch.dtype:
+        mode = self.config.accumulation
+        if mode == "auto":
+            size = self.num_classes * float(np.prod(shape)) / 1e6
+            mode = "float16" if size > self.config.fp16_threshold_mvox else "float32"
+        return torch.float16 if mode == "float16" else torch.float32
+
+    def network_probabilities(self, pre: Preprocessed) -> torch.Tensor:
+        """Blended probabilities ``(C, X, Y, Z)`` on the preprocessed grid."""
+        cfg = self.config
+        return sliding_probabilities(
+            pre.image,
+            self.models,
+            self.plans.patch_size,
+            overlap=cfg.overlap,
+            sw_batch_size=cfg.sw_batch_size,
+            sigma_scale=cfg.sigma_scale,
+            tta=cfg.tta,
+            device=self.device,
+            dtype=self._accumulation_dtype(pre.image.shape[1:]),
+        )
+
+    def predict(
+        self,
+        volume: Volume,
+        *,
+        preprocessed: Preprocessed | None = None,
+        with_probabilities: bool = False,
+    ) -> Prediction:
+        """Segment ``volume``; see :class:`Prediction`.
+
+        Parameters
+        ----------
+        volume
+            Scan ``(I, J, K)`` with a voxel-to-RAS affine, in any orientation.
+        preprocessed
+            The output of :meth:`preprocess` for this volume, if already computed.
+        with_probabilities
+            Also return class probabilities on the source grid (float16).
+        """
+        timings: dict[str, float] = {}
+        pre = preprocessed or self.preprocess(volume)
+        timings["preprocess"] = pre.seconds
+        t = time.perf_counter()
+        probs = self.network_probabilities(pre)
+        timings["inference"] = time.perf_counter() - t
+        t = time.perf_counter()
+        need_probs = with_probabilities or _needs_probabilities(self.postprocessing)
+        labels, full = resample_to_source(
+            probs,
+            pre.affine,
+            volume.affine,
+            volume.spatial_shape,
+            slab_mvox=self.config.slab_mvox,
+            return_probabilities=need_probs,
+        )
+        del probs
+        timings["resample"] = time.perf_counter() - t
+        t = time.perf_counter()
+        labels, applied = self._postprocess(labels, volume, full)
+        timings["postprocess"] = time.perf_counter() - t
+        meta = {"labels": self.label_names, "is_image": False}
+        mask = Volume(labels, volume.affine, path=None, meta={**volume.meta, **meta})
+        prob_vol = None
+        if with_probabilities and full is not None:
+            prob_vol = Volume(full, volume.affine, meta={"labels": self.label_names})
+        return Prediction(mask, prob_vol, timings, applied)
+
+    def _postprocess(
+        self, labels: np.ndarray, volume: Volume, probabilities: np.ndarray | None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        if self.postprocessing is None:
+            return labels, {}
+        from medseg.postprocessing import apply_postprocessing
+
+        out = apply_postprocessing(
+            labels,
+            volume.spacing,
+            self.postprocessing,
+            image=volume.array,
+            probabilities=probabilities,
+        )
+        return np.asarray(out).astype(labels.dtype, copy=False), _describe(self.postprocessing)
+
+    def predict_probabilities(self, volume: Volume) -> Volume:
+        """Class probabilities ``(C, I, J, K)`` float16 on the source grid, not post-processed."""
+        pre = self.preprocess(volume)
+        probs = self.network_probabilities(pre)
+        _, full = resample_to_source(
+            probs,
+            pre.affine,
+            volume.affine,
+            volume.spatial_shape,
+            slab_mvox=self.config.slab_mvox,
+            return_probabilities=True,
+        )
+        return Volume(full, volume.affine, meta={"labels": self.label_names})  # type: ignore[arg-type]
+
+    def __call__(self, volume: Volume) -> Volume:
+        """Segment ``volume``: a label map with exactly ``volume``'s affine and shape."""
+        return self.predict(volume).mask
+
+
+def _needs_probabilities(post: Any | None) -> bool:
+    """True when the post-processing configuration runs the dense CRF."""
+    return post is not None and getattr(post, "crf", None) is not None
+
+
+def _with_crf_override(post: Any | None, crf: bool | None) -> Any | None:
+    """Apply ``--crf/--no-crf`` to a post-processing configuration (``None``: as decided)."""
+    if crf is None:
+        return post
+    from medseg.postprocessing import CRFConfig, PostprocessConfig
+
+    if crf:
+        base = post or PostprocessConfig()
+        return dataclasses.replace(base, crf=base.crf or CRFConfig())
+    return None if post is None else dataclasses.replace(post, crf=None)
+
+
+def _describe(post: Any) -> dict[str, Any]:
+    from medseg.config import to_dict
+
+    try:
+        return dict(to_dict(post))
+    except (TypeError, ValueError):
+        return {"config": repr(post)}

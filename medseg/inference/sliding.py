@@ -1,0 +1,241 @@
+"""Sliding-window probabilities on the preprocessed grid, and their mapping back to the source grid.
+
+Forward: MONAI ``sliding_window_inference`` with Gaussian blending; each window goes through
+every fold's network (and the 8 mirrorings with TTA), softmax probabilities are averaged
+per window, so one blended map holds the whole ensemble. The map is accumulated in float16
+when it is large (``InferConfig.accumulation``).
+
+Backward: :func:`resample_to_source` maps class probabilities from the preprocessed grid
+(RAS, target spacing, cropped) back onto the source scan's voxel grid by world coordinates,
+slab by slab, taking the argmax inside each slab. It replaces MONAI ``Invertd`` here because
+``Invertd`` inverts ``Spacingd`` on the full multi-channel map at once: on a 512x512x600
+scan with 5 classes that is a 3.1 GB float32 output plus a same-sized padded copy, beyond
+the 4 GB target (``benchmarks/predict_memory.py --invertd`` measures it). Going through the
+world coordinates also undoes orientation and cropping in the same step, exactly: both
+grids' affines are known, so no transform bookkeeping can drift.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.data.utils import compute_importance_map
+from monai.inferers import sliding_window_inference
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FLOOR = 1e-3  # smallest blending weight relative to the centre (keeps float16 normal)
+
+
+def gaussian_weights(roi_size: Sequence[int], sigma_scale: float = 0.125) -> torch.Tensor:
+    """Gaussian blending weights of one window, shape ``roi_size``, maximum 1.
+
+    The weights are floored at :data:`WEIGHT_FLOOR` so that a float16 accumulator never
+    receives subnormal weights (whose products would lose every significant bit at the
+    volume's corners, where a single window covers a voxel).
+    """
+    w = compute_importance_map(
+        tuple(int(r) for r in roi_size), mode="gaussian", sigma_scale=sigma_scale
+    )
+    w = w.to(torch.float32)
+    return torch.clamp(w / w.max(), min=WEIGHT_FLOOR)
+
+
+def mirror_axes(tta: bool) -> list[tuple[int, ...]]:
+    """Flips applied per window: ``[()]`` without TTA, the 8 subsets of axes (2, 3, 4) with it."""
+    if not tta:
+        return [()]
+    return [c for n in range(4) for c in itertools.combinations((2, 3, 4), n)]
+
+
+def window_predictor(
+    models: Sequence[nn.Module],
+    *,
+    tta: bool,
+    device: torch.device,
+    out_dtype: torch.dtype,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Callable mapping windows ``(B, 1, X, Y, Z)`` to mean softmax ``(B, C, X, Y, Z)``.
+
+    The mean runs over every model (fold) and every mirroring; networks always see float32
+    (float16 autocast only on CUDA: on this CPU half precision is slower, see FACTS).
+    """
+    flips = mirror_axes(tta)
+    n = len(models) * len(flips)
+    use_amp = device.type == "cuda"
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=device, dtype=torch.float32)
+        total: torch.Tensor | None = None
+        for model in models:
+            for axes in flips:
+                xi = torch.flip(x, axes) if axes else x
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(xi)
+                if isinstance(logits, list | tuple):  # deep-supervision heads: full res first
+                    logits = logits[0]
+                p = torch.softmax(logits.float(), dim=1)
+                if axes:
+                    p = torch.flip(p, axes)
+                total = p if total is None else total.add_(p)
+        if total is None:
+            raise ValueError("window_predictor needs at least one model")
+        return (total / n).to(out_dtype)
+
+    return predict
+
+
+def sliding_probabilities(
+    image: torch.Tensor,
+    models: Sequence[nn.Module],
+    roi_size: Sequence[int],
+    *,
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    sigma_scale: float = 0.125,
+    tta: bool = False,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Blended class probabilities of ``image`` by sliding-window inference.
+
+    Parameters
+    ----------
+    image
+        Preprocessed image, shape ``(1, X, Y, Z)`` (channel first, RAS axis order).
+    models
+        Networks in eval mode on ``device``; their probabilities are averaged.
+    roi_size
+        Window size ``(X, Y, Z)`` in voxels (the training patch); smaller volumes are
+        padded by MONAI and cropped back.
+    overlap, sw_batch_size, sigma_scale, tta
+        See :class:`~medseg.inference.config.InferConfig`.
+    device
+        Where the networks run and the blended map lives (default: CPU).
+    dtype
+        Accumulation dtype (``torch.float16`` halves the map's memory).
+
+    Returns
+    -------
+    torch.Tensor
+        Probabilities ``(C, X, Y, Z)`` of ``dtype`` on ``device``; they sum to 1 per voxel.
+    """
+    device = device or torch.device("cpu")
+    weights = gaussian_weights(roi_size, sigma_scale)
+    predictor = window_predictor(models, tta=tta, device=device, out_dtype=dtype)
+    # The accumulator takes the input's dtype in MONAI: pass the image in ``dtype``.
+    inputs = torch.as_tensor(image).as_subclass(torch.Tensor).to(dtype)[None]
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            inputs,
+            roi_size=tuple(int(r) for r in roi_size),
+            sw_batch_size=sw_batch_size,
+            predictor=predictor,
+            overlap=overlap,
+            mode="gaussian",
+            sigma_scale=sigma_scale,
+            roi_weight_map=weights.to(device),
+            sw_device=device,
+            device=device,
+        )
+    return torch.as_tensor(out).as_subclass(torch.Tensor)[0]
+
+
+def _slab_coordinates(mapping: np.ndarray, shape: Sequence[int], k0: int, k1: int) -> np.ndarray:
+    """Source-grid voxel coordinates ``(3, I, J, k1-k0)`` of target voxels in slices k0..k1."""
+    i = np.arange(shape[0], dtype=np.float64)
+    j = np.arange(shape[1], dtype=np.float64)
+    k = np.arange(k0, k1, dtype=np.float64)
+    lin, off = mapping[:3, :3], mapping[:3, 3]
+    return (
+        lin[:, 0, None, None, None] * i[None, :, None, None]
+        + lin[:, 1, None, None, None] * j[None, None, :, None]
+        + lin[:, 2, None, None, None] * k[None, None, None, :]
+        + off[:, None, None, None]
+    )
+
+
+def _sample_slab(probs: torch.Tensor, coords: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Trilinear samples ``(C, I, J, n)`` of ``probs`` at ``coords`` and the inside mask."""
+    size = np.asarray(probs.shape[1:], dtype=np.float64)
+    flat = coords.reshape(3, -1)
+    inside = np.all((flat >= -0.5) & (flat <= size[:, None] - 0.5), axis=0)
+    out_shape = coords.shape[1:]
+    if not inside.any():
+        return torch.zeros((probs.shape[0], *out_shape)), inside.reshape(out_shape)
+    lo = np.clip(np.floor(flat[:, inside].min(axis=1)), 0, size - 1).astype(int)
+    hi = np.clip(np.ceil(flat[:, inside].max(axis=1)), 0, size - 1).astype(int)
+    box = probs[:, lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1].float()
+    extent = np.maximum(hi - lo, 1).astype(np.float64)
+    # grid_sample wants (x, y, z) = (W, H, D) order, normalised to [-1, 1] (align_corners).
+    local = (coords - lo[:, None, None, None]) / extent[:, None, None, None] * 2.0 - 1.0
+    grid = torch.from_numpy(local[::-1].transpose(1, 2, 3, 0).astype(np.float32))
+    sampled = F.grid_sample(
+        box[None],
+        grid[None].to(box.device),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )[0]
+    return sampled, inside.reshape(out_shape)
+
+
+def resample_to_source(
+    probs: torch.Tensor,
+    probs_affine: np.ndarray,
+    source_affine: np.ndarray,
+    source_shape: Sequence[int],
+    *,
+    slab_mvox: float = 4.0,
+    return_probabilities: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Map probabilities back to the source grid by world coordinates; argmax per slab.
+
+    Parameters
+    ----------
+    probs
+        Class probabilities ``(C, X, Y, Z)`` on the preprocessed grid (any float dtype).
+    probs_affine
+        4x4 voxel-to-RAS (mm) affine of the preprocessed grid.
+    source_affine, source_shape
+        Affine (voxel-to-RAS, mm) and shape ``(I, J, K)`` of the source scan.
+    slab_mvox
+        Millions of source voxels resampled at once (bounds the temporary memory).
+    return_probabilities
+        Also return the resampled probabilities ``(C, I, J, K)`` as float16.
+
+    Returns
+    -------
+    labels, probabilities
+        ``labels`` ``(I, J, K)`` uint8 (uint16 above 255 classes) in the source voxel order;
+        voxels outside the preprocessed field of view (cropped away) are background (0).
+        ``probabilities`` is ``None`` unless requested.
+    """
+    shape = tuple(int(s) for s in source_shape)
+    n_cls = int(probs.shape[0])
+    mapping = np.linalg.inv(np.asarray(probs_affine, np.float64)) @ np.asarray(
+        source_affine, np.float64
+    )
+    labels = np.zeros(shape, dtype=np.uint8 if n_cls <= 256 else np.uint16)
+    full = np.zeros((n_cls, *shape), dtype=np.float16) if return_probabilities else None
+    if full is not None:
+        full[0] = 1.0
+    step = max(1, int(slab_mvox * 1e6) // max(1, shape[0] * shape[1]))
+    for k0 in range(0, shape[2], step):
+        k1 = min(shape[2], k0 + step)
+        sampled, inside = _sample_slab(probs, _slab_coordinates(mapping, shape, k0, k1))
+        slab = torch.argmax(sampled, dim=0).cpu().numpy()
+        slab[~inside] = 0
+        labels[:, :, k0:k1] = slab
+        if full is not None:
+            values = sampled.cpu().numpy().astype(np.float16)
+            values[:, ~inside] = 0.0
+            values[0, ~inside] = 1.0
+            full[:, :, :, k0:k1] = values
+    return labels, full
