@@ -1,0 +1,98 @@
+"""``medseg train``: fingerprint, plan, preprocess (cached) and train one or all folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from medseg.errors import MedsegError
+
+
+def _fold_value(fold: str) -> int | str:
+    if fold == "all":
+        return "all"
+    try:
+        return int(fold)
+    except ValueError as exc:
+        raise MedsegError(f"--fold: expected an integer or 'all', found {fold!r}") from exc
+
+
+def train_command(
+    manifest: Path = typer.Option(..., "--manifest", help="Dataset manifest (MSD dataset.json)."),
+    data_root: Path = typer.Option(
+        ..., "--data-root", help="Folder the manifest paths start from."
+    ),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or resume)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML run config (data/plans/augment/train)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="unet | vnet | dynunet | segresnet (default: by device)."
+    ),
+    fold: str | None = typer.Option(
+        None, "--fold", help="Fold index, or 'all' to train every fold."
+    ),
+    folds: int | None = typer.Option(
+        None, "--folds", help="Number of cross-validation folds (default 5)."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help="Epochs (each train.iterations_per_epoch steps)."
+    ),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Stop cleanly after MINUTES with a validated best checkpoint."
+    ),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from checkpoint_last.pt."
+    ),
+    force: bool = typer.Option(False, "--force", help="Train into a non-empty --out anyway."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    deterministic: bool = typer.Option(
+        False, "--deterministic", help="Deterministic algorithms (repeatable weights on CPU)."
+    ),
+    no_postprocess_decision: bool = typer.Option(
+        False,
+        "--no-postprocess-decision",
+        help="Skip choosing post-processing on validation after each fold.",
+    ),
+    no_progress: bool = typer.Option(
+        False, "--no-progress", help="Log lines instead of a progress bar."
+    ),
+) -> None:
+    """Train a segmentation model; writes config, fingerprint, plans, splits and fold_<k>/ into --out."""
+    from medseg.training.config import load_run_config
+    from medseg.training.run import train
+
+    overrides: dict[str, Any] = {
+        "data.manifest": str(manifest),
+        "data.data_root": str(data_root),
+        "data.fold": _fold_value(fold) if fold is not None else None,
+        "data.folds": folds,
+        "plans.model": model,
+        "train.epochs": epochs,
+        "train.time_limit_minutes": time_limit,
+        "train.device": device,
+        "train.seed": seed,
+        "train.deterministic": True if deterministic else None,
+        "train.postprocess_decision": False if no_postprocess_decision else None,
+    }
+    base = config
+    if base is None and resume and (out / "config.yaml").is_file():
+        base = out / "config.yaml"
+    cfg = load_run_config(base, overrides)
+    results = train(cfg, out, resume=resume, force=force, progress=not no_progress)
+    for name, summary in results.items():
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["best_dice"].items() if v is not None)
+        typer.echo(
+            f"{name}: {summary['epochs']} epochs in {summary['elapsed_s'] / 60:.1f} min; "
+            f"best (epoch {summary['best_epoch']}) Dice {dice}; data wait "
+            f"{100 * summary['data_wait_share']:.0f}% of step time"
+        )
+    typer.echo(f"run directory: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the CLI."""
+    app.command("train")(train_command)

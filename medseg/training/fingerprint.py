@@ -1,0 +1,155 @@
+"""Dataset fingerprint: what planning needs to know about the training cases.
+
+Spacings and shapes are given in RAS axis order (after reorientation, as preprocessing
+sees them); shapes are those of the crop to non-zero image voxels. Intensity statistics
+are over foreground voxels (label > 0), sub-sampled per case with a seeded generator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from medseg.data.manifest import Case
+from medseg.errors import MedsegError
+from medseg.io import load_volume
+from medseg.io.nifti import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+_SAMPLES_PER_CASE = 10_000
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Summary of a cohort (RAS axis order, mm).
+
+    Parameters
+    ----------
+    modality
+        Modality name of channel 0 from the manifest (``"CT"``, ``"MRI"``, ...).
+    labels
+        ``{value: name}`` from the manifest.
+    spacings
+        Per case voxel size (mm) along R, A, S.
+    shapes
+        Per case shape (voxels, RAS order) of the crop to non-zero image voxels.
+    intensity
+        Foreground statistics: ``mean``, ``std``, ``p00_5``, ``p99_5``, ``min``, ``max``.
+    class_fractions
+        Mean fraction of voxels of each label value (keys as strings for JSON).
+    """
+
+    modality: str
+    labels: dict[str, str]
+    case_ids: list[str]
+    spacings: list[list[float]]
+    shapes: list[list[int]]
+    intensity: dict[str, float]
+    class_fractions: dict[str, float]
+
+    @property
+    def median_spacing(self) -> np.ndarray:
+        """Median spacing (mm) per RAS axis, shape ``(3,)``."""
+        return np.median(np.asarray(self.spacings, dtype=float), axis=0)
+
+    @property
+    def median_shape(self) -> np.ndarray:
+        """Median cropped shape (voxels) per RAS axis at the native spacing, shape ``(3,)``."""
+        return np.median(np.asarray(self.shapes, dtype=float), axis=0)
+
+
+def _ras_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Image and label arrays reoriented to RAS, and the RAS spacing (mm)."""
+    image = load_volume(case.image)
+    ornt = nib.orientations.io_orientation(image.affine)
+    img = nib.orientations.apply_orientation(np.asarray(image.array), ornt)
+    spacing = np.asarray(image.spacing)[np.argsort(ornt[:, 0])]
+    lab = None
+    if case.label is not None:
+        label = load_volume(case.label, allow_empty=True)
+        lab = nib.orientations.apply_orientation(np.asarray(label.array), ornt)
+        if lab.shape != img.shape:
+            raise MedsegError(
+                f"expected the label grid {img.shape} of its image, found {lab.shape}", case.label
+            )
+    return img, lab, spacing
+
+
+def compute_fingerprint(
+    cases: Sequence[Case], labels: dict[int, str], modality: str, *, seed: int = 0
+) -> Fingerprint:
+    """Read every case once and summarise it.
+
+    Parameters
+    ----------
+    cases
+        Training cases (with labels).
+    labels, modality
+        From the manifest.
+    seed
+        Seed of the foreground-voxel sub-sampling.
+    """
+    rng = np.random.default_rng(seed)
+    spacings, shapes, samples = [], [], []
+    counts = np.zeros(max(labels) + 1, dtype=np.float64)
+    for case in cases:
+        img, lab, spacing = _ras_case(case)
+        nz = np.nonzero(img)
+        if nz[0].size:
+            shape = [int(a.max() - a.min() + 1) for a in nz]
+        else:
+            shape = list(img.shape)
+        spacings.append([round(float(s), 6) for s in spacing])
+        shapes.append(shape)
+        if lab is not None:
+            lab_i = lab.astype(np.int64)
+            valid = (lab_i >= 0) & (lab_i < counts.size)
+            counts += np.bincount(lab_i[valid].ravel(), minlength=counts.size) / lab_i.size
+            fg = img[lab_i > 0]
+            if fg.size:
+                take = min(_SAMPLES_PER_CASE, fg.size)
+                samples.append(rng.choice(fg.ravel(), take, replace=False).astype(np.float64))
+    allv = np.concatenate(samples) if samples else np.zeros(1)
+    intensity = {
+        "mean": float(allv.mean()),
+        "std": float(allv.std()),
+        "p00_5": float(np.percentile(allv, 0.5)),
+        "p99_5": float(np.percentile(allv, 99.5)),
+        "min": float(allv.min()),
+        "max": float(allv.max()),
+    }
+    fractions = counts / max(len(cases), 1)
+    return Fingerprint(
+        modality=modality,
+        labels={str(k): v for k, v in labels.items()},
+        case_ids=[c.case_id for c in cases],
+        spacings=spacings,
+        shapes=shapes,
+        intensity=intensity,
+        class_fractions={str(k): float(f) for k, f in enumerate(fractions) if k in labels},
+    )
+
+
+def save_fingerprint(fp: Fingerprint, path: str | Path) -> Path:
+    """Write ``fingerprint.json`` atomically."""
+    return atomic_write_text(Path(path), json.dumps(asdict(fp), indent=1))
+
+
+def load_fingerprint(path: str | Path) -> Fingerprint:
+    """Read ``fingerprint.json``; a missing or malformed file is a :class:`MedsegError`."""
+    p = Path(path)
+    try:
+        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+        return Fingerprint(**data)
+    except FileNotFoundError as exc:
+        raise MedsegError("fingerprint file not found", p) from exc
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise MedsegError(f"invalid fingerprint: {exc}", p) from exc

@@ -1,0 +1,325 @@
+"""Training of one fold: epochs of patch steps, validation, checkpoints, logs.
+
+One epoch is ``iterations_per_epoch`` optimisation steps. Every ``val_every`` epochs (and
+at the end) the whole validation volumes are segmented with MONAI
+``sliding_window_inference`` and scored with Dice per label; the best checkpoint follows an
+exponential moving average of the mean foreground Dice. The learning rate follows the
+schedule over whichever budget ends first (epochs or the time limit). Randomness is
+re-seeded from ``(seed, epoch)`` at each epoch start, so a run resumed from
+``checkpoint_last.pt`` repeats exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DeepSupervisionLoss, DiceCELoss
+from torch import nn
+
+from medseg.config import to_dict
+from medseg.metrics.overlap import dice_per_label
+from medseg.networks.registry import build_network
+from medseg.training import distributed as ddp
+from medseg.training.checkpoint import load_checkpoint, rng_state, set_rng_state
+from medseg.training.config import RunConfig
+from medseg.training.data import train_loader
+from medseg.training.logs import RunLogger
+from medseg.training.plans import Plans
+from medseg.transforms.augmentation import training_transforms
+
+logger = logging.getLogger(__name__)
+
+
+class StopRequested(Exception):
+    """Raised by the ``max_steps`` test hook: stop as abruptly as a killed process would."""
+
+
+@dataclass
+class FoldState:
+    """Progress that a checkpoint restores."""
+
+    epoch: int = 0
+    step: int = 0
+    elapsed_s: float = 0.0
+    best_metric: float = -1.0
+    best_epoch: int = -1
+    ema_metric: float = -1.0
+    last_dice: dict[int, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def learning_rate(base: float, progress: float, schedule: str, warmup: float) -> float:
+    """Learning rate at ``progress`` in [0, 1] of the budget (linear warm-up first)."""
+    p = min(max(progress, 0.0), 1.0)
+    if warmup > 0 and p < warmup:
+        return base * max(p / warmup, 0.01)
+    if schedule == "constant":
+        return base
+    q = (p - warmup) / max(1.0 - warmup, 1e-8)
+    if schedule == "poly":
+        return base * (1.0 - q) ** 0.9 + 1e-6
+    return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * q)))
+
+
+def seed_epoch(seed: int, epoch: int, transform: Any) -> None:
+    """Seed python, numpy, torch and the augmentation from ``(seed, epoch)``."""
+    s = (seed * 1_000_003 + epoch) % (2**31)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    transform.set_random_state(seed=s)
+
+
+class FoldTrainer:
+    """Train one fold into ``fold_dir`` (see the run-directory contract in ``run.py``).
+
+    Parameters
+    ----------
+    fold_dir
+        Output folder ``RUN_DIR/fold_<k>``.
+    plans, cfg
+        Plans and resolved run configuration.
+    train_cases, val_cases
+        Cached cases from :func:`medseg.training.data.load_cached`.
+    device
+        ``"cpu"`` or ``"cuda"``.
+    dist
+        DDP rank information.
+    deadline_s
+        Training-time budget of this fold in seconds (``inf``: none).
+    """
+
+    def __init__(
+        self,
+        fold_dir: Path,
+        plans: Plans,
+        cfg: RunConfig,
+        train_cases: list[dict],
+        val_cases: list[dict],
+        *,
+        device: str,
+        dist: ddp.DistInfo,
+        deadline_s: float = math.inf,
+        progress: bool = False,
+    ) -> None:
+        self.fold_dir, self.plans, self.cfg, self.device = fold_dir, plans, cfg, device
+        self.tc = cfg.train
+        self.dist, self.deadline_s = dist, deadline_s
+        self.val_cases = val_cases
+        self.state = FoldState()
+        self.net = build_network(plans.network, 1, plans.num_classes).to(device)
+        self.model: nn.Module = self.net
+        if dist.enabled:
+            ids = [dist.local_rank] if device == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.base_lr = self.tc.learning_rate or (1e-2 if self.tc.optimizer == "sgd" else 2e-3)
+        self.optimizer = self._optimizer()
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and device == "cuda"
+        )
+        self.loss_fn = self._loss()
+        self.transform = training_transforms(plans, cfg.augment, self.tc.foreground_ratio)
+        self.loader, self.sampler = train_loader(
+            train_cases,
+            self.transform,
+            batch_size=plans.batch_size,
+            iterations=self.tc.iterations_per_epoch,
+            world_size=dist.world_size,
+            rank=dist.rank,
+            num_workers=self.tc.num_workers,
+            seed=self.tc.seed,
+            pin_memory=device == "cuda",
+        )
+        self.log = RunLogger(fold_dir, plans.labels, enabled=dist.is_main, progress=progress)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = self.net.parameters()
+        if self.tc.optimizer == "sgd":
+            return torch.optim.SGD(
+                params,
+                lr=self.base_lr,
+                momentum=0.99,
+                nesterov=True,
+                weight_decay=self.tc.weight_decay,
+            )
+        return torch.optim.AdamW(params, lr=self.base_lr, weight_decay=self.tc.weight_decay)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        # Never autocast on CPU: bf16 there is ~30x slower than fp32 on CPUs without bf16 units.
+        if self.device != "cuda" or not self.tc.amp:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _loss(self) -> nn.Module:
+        base = DiceCELoss(
+            include_background=False,
+            to_onehot_y=True,
+            softmax=True,
+            batch=True,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
+        if self.plans.network.deep_supervision:
+            return DeepSupervisionLoss(base, weight_mode="exp")
+        return base
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The full training state (``weights_only``-loadable)."""
+        s = self.state
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": {"step": s.step, "elapsed_s": s.elapsed_s, "base_lr": self.base_lr},
+            "epoch": s.epoch,
+            "best_metric": s.best_metric,
+            "best_epoch": s.best_epoch,
+            "ema_metric": s.ema_metric,
+            "history": s.history,
+            "rng": rng_state(),
+            "plans": _plans_dict(self.plans),
+            "config": to_dict(self.cfg),
+        }
+
+    def resume(self) -> bool:
+        """Restore from ``checkpoint_last.pt`` if it exists; return whether it did."""
+        path = self.fold_dir / "checkpoint_last.pt"
+        if not path.is_file():
+            return False
+        ck = load_checkpoint(path, self.device)
+        self.net.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scaler.load_state_dict(ck["scaler"])
+        s = self.state
+        s.epoch, s.step = int(ck["epoch"]), int(ck["schedule"]["step"])
+        s.elapsed_s = float(ck["schedule"]["elapsed_s"])
+        s.best_metric, s.best_epoch = float(ck["best_metric"]), int(ck.get("best_epoch", -1))
+        s.ema_metric, s.history = float(ck["ema_metric"]), list(ck.get("history", []))
+        set_rng_state(ck["rng"])
+        logger.info("resumed %s at epoch %d", self.fold_dir, s.epoch)
+        return True
+
+    # ------------------------------------------------------------------ training
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Run one epoch of steps; return loss, learning rate and timing figures."""
+        self.model.train()
+        seed_epoch(self.tc.seed, epoch, self.transform)
+        self.sampler.set_epoch(epoch)
+        losses, wait, t_start = [], 0.0, time.perf_counter()
+        t_ready = t_start
+        n_it = self.tc.iterations_per_epoch
+        lr = self.base_lr
+        for i, batch in enumerate(self.loader):
+            t_got = time.perf_counter()
+            wait += t_got - t_ready
+            frac = epoch + i / n_it
+            elapsed_now = self.state.elapsed_s + (t_got - t_start)
+            lr = learning_rate(
+                self.base_lr,
+                self._progress_at(frac, elapsed_now),
+                self.tc.schedule,
+                self.tc.warmup_fraction,
+            )
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            losses.append(self.step(batch))
+            self.state.step += 1
+            if self.tc.max_steps and self.state.step >= self.tc.max_steps:
+                raise StopRequested(f"max_steps={self.tc.max_steps} reached")
+            t_ready = time.perf_counter()
+        seconds = time.perf_counter() - t_start
+        self.state.elapsed_s += seconds
+        loss = ddp.mean_across(float(np.mean(losses)), self.dist)
+        return {
+            "train_loss": loss,
+            "lr": lr,
+            "epoch_s": seconds,
+            "it_per_s": n_it / max(seconds, 1e-9),
+            "data_wait_share": wait / max(seconds, 1e-9),
+        }
+
+    def _progress_at(self, epoch_fraction: float, elapsed: float) -> float:
+        by_time = elapsed / self.deadline_s if math.isfinite(self.deadline_s) else 0.0
+        return max(epoch_fraction / self.tc.epochs, by_time)
+
+    def step(self, batch: dict[str, Any]) -> float:
+        """One optimisation step on a batch; return the loss."""
+        image = batch["image"].to(self.device, non_blocking=True).as_tensor()
+        label = batch["label"].to(self.device, non_blocking=True).as_tensor().long()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(
+            "cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp_dtype is not None
+        ):
+            out = self.model(image)
+            if self.plans.network.deep_supervision and out.dim() == image.dim() + 1:
+                loss = self.loss_fn(list(torch.unbind(out, dim=1)), label)
+            else:
+                loss = self.loss_fn(out, label)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.net.parameters(), self.tc.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ validation
+    @torch.inference_mode()
+    def validate(self) -> dict[int, float]:
+        """Mean Dice per foreground label over the whole validation volumes."""
+        self.net.eval()
+        fg = [k for k in self.plans.labels if k != 0]
+        scores: dict[int, list[float]] = {k: [] for k in fg}
+        for case in self.val_cases:
+            image = case["image"][None].to(self.device)
+            with torch.autocast(
+                "cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp_dtype is not None
+            ):
+                logits = sliding_window_inference(
+                    image,
+                    self.plans.patch_size,
+                    4,
+                    self.net,
+                    overlap=self.tc.val_overlap,
+                    mode="gaussian",
+                )
+            pred = torch.argmax(logits, dim=1)[0].cpu().numpy()
+            dice = dice_per_label(pred, case["label"][0].numpy(), fg)
+            for k in fg:
+                scores[k].append(dice[k])
+        self.net.train()
+        return {k: float(np.mean(v)) if v else 0.0 for k, v in scores.items()}
+
+    def record_validation(self, dice: dict[int, float]) -> bool:
+        """Update the EMA of mean Dice; return True when it is a new best."""
+        s = self.state
+        mean = float(np.mean(list(dice.values()))) if dice else 0.0
+        a = self.tc.ema_alpha
+        s.ema_metric = mean if s.ema_metric < 0 else a * s.ema_metric + (1 - a) * mean
+        s.last_dice = dice
+        if s.ema_metric > s.best_metric:
+            s.best_metric, s.best_epoch = s.ema_metric, s.epoch
+            return True
+        return False
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train until the epoch or time budget ends; return the summary (``metrics.json``)."""
+        from medseg.training.fold_run import run_epochs
+
+        return run_epochs(self, resume)
+
+
+def _plans_dict(plans: Plans) -> dict[str, Any]:
+    data = to_dict(plans)
+    data["labels"] = {str(k): v for k, v in plans.labels.items()}
+    return data

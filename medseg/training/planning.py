@@ -1,0 +1,154 @@
+"""Plans from a fingerprint: spacing, normalisation, patch/batch size and network topology.
+
+The rules follow nnU-Net (Isensee et al., 2021) with a step-voxel budget instead of a GPU
+memory model, because on CPU the budget that matters is time per step:
+
+* target spacing: median spacing; if one axis is much coarser (``anisotropy_threshold``)
+  and has few voxels, its target is the 10th percentile of its spacings instead;
+* patch: the median resampled shape, shrunk along its physically largest axis until it fits
+  half the step budget, then rounded up to a multiple of the network's total stride;
+* pooling: an axis is pooled while its feature map keeps >= 8 voxels and its current
+  spacing is at most twice the finest current spacing (so coarse axes are not pooled
+  early); kernels are 1 along axes still twice coarser than the finest (``dynunet``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from medseg.training.config import PlansConfig
+from medseg.training.fingerprint import Fingerprint
+from medseg.training.plans import NetworkSpec, Plans
+
+logger = logging.getLogger(__name__)
+
+CPU_STEP_VOXELS = 600_000
+CUDA_STEP_VOXELS = 4_000_000
+_MIN_FEATURE = 8  # pool an axis only if it has at least this many voxels
+_MAX_POOLS = {"unet": 4, "dynunet": 5, "vnet": 4, "segresnet": 3, "basicunet": 4}
+_WIDTHS = {
+    "unet": (16, 32, 64, 128, 256),
+    "dynunet": (32, 64, 128, 256, 320, 320),
+    "vnet": (16, 32, 64, 128, 256),
+    "segresnet": (8, 16, 32, 64),
+    "basicunet": (32, 32, 64, 128, 256),
+}
+
+
+def target_spacing(fp: Fingerprint, anisotropy_threshold: float = 3.0) -> tuple[float, ...]:
+    """nnU-Net's target spacing (mm, RAS order) for the cohort of ``fp``."""
+    spacings = np.asarray(fp.spacings, dtype=float)
+    target = np.median(spacings, axis=0)
+    shapes = np.asarray(fp.shapes, dtype=float)
+    sizes = np.median(shapes * spacings / target, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    anisotropic = target[worst] > anisotropy_threshold * min(target[others])
+    few_slices = sizes[worst] * anisotropy_threshold < min(sizes[others])
+    if anisotropic and few_slices:
+        coarse = float(np.percentile(spacings[:, worst], 10))
+        target[worst] = max(coarse, float(max(target[others])) + 1e-5)
+    return tuple(round(float(s), 5) for s in target)
+
+
+def pooling(
+    patch: np.ndarray, spacing: np.ndarray, max_pools: int
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """Strides per level transition and kernel sizes per level (nnU-Net rule).
+
+    Returns
+    -------
+    strides, kernels
+        ``len(strides) == len(kernels) - 1``; each entry is per RAS axis.
+    """
+    size = patch.astype(float).copy()
+    sp = spacing.astype(float).copy()
+    strides: list[tuple[int, int, int]] = []
+    kernels: list[tuple[int, int, int]] = []
+    for _ in range(max_pools):
+        kernels.append(tuple(3 if s / sp.min() < 2 else 1 for s in sp))  # type: ignore[misc]
+        ok = (size >= _MIN_FEATURE) & (sp <= 2 * sp.min() + 1e-6)
+        if not ok.any():
+            break
+        stride = tuple(2 if o else 1 for o in ok)
+        strides.append(stride)  # type: ignore[arg-type]
+        size = size / np.asarray(stride)
+        sp = sp * np.asarray(stride)
+    kernels.append(tuple(3 if s / sp.min() < 2 else 1 for s in sp))  # type: ignore[misc]
+    return strides, kernels[: len(strides) + 1]
+
+
+def _fit_patch(median: np.ndarray, spacing: np.ndarray, max_voxels: float) -> np.ndarray:
+    patch = np.maximum(median.copy(), 8.0)
+    while np.prod(patch) > max_voxels:
+        axis = int(np.argmax(patch * spacing))
+        patch[axis] = max(8.0, patch[axis] * 0.9)
+    return patch
+
+
+def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -> Plans:
+    """Derive :class:`Plans` from ``fp`` for ``device`` (``"cpu"`` or ``"cuda"``).
+
+    ``cfg`` overrides any planned value; the default network is the light MONAI ``UNet``
+    on CPU and ``DynUNet`` in the nnU-Net layout with deep supervision on CUDA.
+    """
+    cfg = cfg or PlansConfig()
+    spacing = np.asarray(cfg.target_spacing or target_spacing(fp, cfg.anisotropy_threshold))
+    shapes = np.asarray(fp.shapes, float) * np.asarray(fp.spacings, float) / spacing
+    median = np.median(shapes, axis=0)
+    model = cfg.model if cfg.model != "auto" else ("dynunet" if device == "cuda" else "unet")
+    budget = cfg.step_voxels or (CUDA_STEP_VOXELS if device == "cuda" else CPU_STEP_VOXELS)
+    if cfg.patch_size is not None:
+        patch = np.asarray(cfg.patch_size, dtype=float)
+    else:
+        patch = _fit_patch(median, spacing, budget / 2)
+    strides, kernels = pooling(patch, spacing, _MAX_POOLS[model])
+    if model in ("vnet", "segresnet", "basicunet"):  # fixed isotropic topologies
+        strides = [(2, 2, 2)] * _MAX_POOLS[model]
+        kernels = []
+    divisor = np.prod(np.asarray(strides or [(1, 1, 1)]), axis=0)
+    if model == "vnet":
+        divisor = np.full(3, 16)
+    if cfg.patch_size is None:
+        patch = np.ceil(patch / divisor) * divisor
+    elif np.any(patch % divisor):
+        patch = np.ceil(patch / divisor) * divisor
+        logger.warning("patch_size rounded up to %s (multiple of %s)", patch, divisor)
+    patch_vox = float(np.prod(patch))
+    batch = cfg.batch_size or int(np.clip(budget // patch_vox, 2, 16))
+    widths = cfg.channels or _WIDTHS[model]
+    levels = len(strides) + 1
+    if len(widths) < levels:
+        widths = tuple(widths) + (widths[-1],) * (levels - len(widths))
+    network = NetworkSpec(
+        name=model,  # type: ignore[arg-type]
+        channels=tuple(widths[:levels]),
+        strides=tuple(strides),
+        kernel_sizes=tuple(kernels) if model == "dynunet" else (),
+        num_res_units=2 if model == "unet" else (1 if model == "dynunet" else 0),
+        deep_supervision=model == "dynunet",
+    )
+    modality = fp.modality
+    norm = cfg.normalization
+    if norm == "auto":
+        norm = "ct" if modality.upper() == "CT" else "zscore_nonzero"
+    ct = norm == "ct"
+    plans = Plans(
+        modality=modality,
+        labels={int(k): v for k, v in fp.labels.items()},
+        target_spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+        normalization=norm,  # type: ignore[arg-type]
+        patch_size=tuple(int(p) for p in patch),  # type: ignore[arg-type]
+        batch_size=batch,
+        network=network,
+        intensity_clip=(fp.intensity["p00_5"], fp.intensity["p99_5"]) if ct else None,
+        intensity_mean=fp.intensity["mean"] if ct else None,
+        intensity_std=max(fp.intensity["std"], 1e-6) if ct else None,
+        crop_foreground=True,
+        median_shape=tuple(int(round(m)) for m in median),  # type: ignore[arg-type]
+    )
+    network.validate()
+    plans.validate()
+    return plans

@@ -1,0 +1,225 @@
+"""``medseg train`` as a library call: prepare the run directory, then train folds.
+
+Run directory contract (read by inference and bundle export)::
+
+    RUN_DIR/config.yaml        resolved RunConfig
+    RUN_DIR/fingerprint.json
+    RUN_DIR/plans.json
+    RUN_DIR/dataset.json       {"name", "labels": {"0": ...}, "modality": {"0": ...}}
+    RUN_DIR/splits.json
+    RUN_DIR/fold_<k>/checkpoint_best.pt, checkpoint_last.pt, log.csv, metrics.json,
+                     tensorboard/
+
+On ``resume`` the fingerprint, plans and splits are read back from the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medseg.config import dump_yaml
+from medseg.data.manifest import Manifest, load_manifest, validate_manifest
+from medseg.data.splits import kfold_splits, read_splits, write_splits
+from medseg.errors import MedsegError
+from medseg.io.nifti import atomic_write_text
+from medseg.training import distributed as ddp
+from medseg.training.cache import DEFAULT_CACHE, PreprocessedCache
+from medseg.training.config import RunConfig
+from medseg.training.data import default_workers, load_cached
+from medseg.training.fingerprint import compute_fingerprint, save_fingerprint
+from medseg.training.planning import plan
+from medseg.training.plans import load_plans, save_plans
+
+logger = logging.getLogger(__name__)
+
+_RUN_FILES = ("config.yaml", "plans.json", "fingerprint.json", "splits.json", "dataset.json")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MedsegError("device: 'cuda' requested but no CUDA device is available")
+    return name
+
+
+def setup_runtime(cfg: RunConfig, device: str, world_size: int) -> None:
+    """Threads and determinism switches for this process."""
+    tc = cfg.train
+    if device == "cpu":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        torch.set_num_threads(tc.threads or max(1, cpus // world_size))
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def check_out_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse a non-empty run directory unless resuming or forced."""
+    if out.exists() and not out.is_dir():
+        raise MedsegError("expected a directory for --out, found a file", out)
+    if out.is_dir() and any(out.iterdir()) and not (resume or force):
+        raise MedsegError(
+            "run directory is not empty; pass --resume to continue it or --force to overwrite",
+            out,
+        )
+    if resume and not (out / "plans.json").is_file():
+        raise MedsegError("--resume: no plans.json here (not a medseg run directory)", out)
+    if force and not resume and out.is_dir():  # remove only what a run writes
+        for name in _RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for fold in out.glob("fold_*"):
+            if fold.is_dir():
+                shutil.rmtree(fold)
+
+
+def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main: bool) -> Manifest:
+    """Load the manifest; on rank 0 of a new run write fingerprint, plans, splits, config."""
+    manifest = load_manifest(cfg.data.manifest, cfg.data.data_root)
+    if not manifest.training:
+        raise MedsegError("expected labelled training cases, found none", manifest.path)
+    if is_main and not resume:
+        if cfg.data.validate_files:
+            validate_manifest(manifest).raise_if_failed()
+        out.mkdir(parents=True, exist_ok=True)
+        fp = compute_fingerprint(
+            manifest.training, manifest.labels, manifest.modality.get(0, "MR"), seed=cfg.train.seed
+        )
+        save_fingerprint(fp, out / "fingerprint.json")
+        plans = plan(fp, device, cfg.plans)
+        save_plans(plans, out / "plans.json")
+        ids = [c.case_id for c in manifest.training]
+        write_splits(out / "splits.json", kfold_splits(ids, cfg.data.folds, cfg.data.split_seed))
+        dataset = {
+            "name": manifest.name,
+            "labels": {str(k): v for k, v in manifest.labels.items()},
+            "modality": {str(k): v for k, v in manifest.modality.items()},
+        }
+        atomic_write_text(out / "dataset.json", json.dumps(dataset, indent=1))
+        dump_yaml(cfg, out / "config.yaml")
+    return manifest
+
+
+def _fold_list(cfg: RunConfig, splits: list[dict[str, list[str]]]) -> list[int]:
+    if len(splits) != cfg.data.folds and cfg.data.fold == "all":
+        logger.warning("splits.json has %d folds (config says %d)", len(splits), cfg.data.folds)
+    if cfg.data.fold == "all":
+        return list(range(len(splits)))
+    if not 0 <= int(cfg.data.fold) < len(splits):
+        raise MedsegError(f"fold {cfg.data.fold} out of range: splits.json has {len(splits)}")
+    return [int(cfg.data.fold)]
+
+
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train the configured fold(s) into ``out``; return ``{fold: metrics}``.
+
+    Raises
+    ------
+    MedsegError
+        For a non-empty ``out`` without ``resume``/``force``, bad manifests or configs.
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    device = resolve_device(cfg.train.device)
+    info = ddp.init(device)
+    if info.is_main:
+        check_out_dir(out, resume=resume, force=force)
+    ddp.barrier(info)
+    setup_runtime(cfg, device, info.world_size)
+    if device == "cuda" and info.enabled:
+        device = f"cuda:{info.local_rank}"
+    try:
+        return _train_folds(cfg, out, device, info, resume, progress, t_start)
+    finally:
+        ddp.cleanup(info)
+
+
+def _train_folds(
+    cfg: RunConfig,
+    out: Path,
+    device: str,
+    info: ddp.DistInfo,
+    resume: bool,
+    progress: bool,
+    t_start: float,
+) -> dict[str, Any]:
+    from medseg.training.loop import FoldTrainer
+
+    manifest = prepare_run(
+        cfg, out, device=device.split(":")[0], resume=resume, is_main=info.is_main
+    )
+    ddp.barrier(info)
+    plans, splits = load_plans(out / "plans.json"), read_splits(out / "splits.json")
+    cache = PreprocessedCache(cfg.data.cache_dir or DEFAULT_CACHE, plans)
+    by_id = {c.case_id: c for c in manifest.training}
+    if info.is_main:
+        cache.ensure(manifest.training)
+    ddp.barrier(info)
+    if cfg.train.num_workers < 0:
+        cfg = _with_workers(cfg, default_workers(device.split(":")[0]))
+    results: dict[str, Any] = {}
+    for k in _fold_list(cfg, splits):
+        missing = [c for c in splits[k]["train"] + splits[k]["val"] if c not in by_id]
+        if missing:
+            raise MedsegError(
+                f"splits.json fold {k} names cases not in the manifest: {missing[:5]}"
+            )
+        train_cases = load_cached(
+            cache.ensure([by_id[c] for c in splits[k]["train"]]), plans.num_classes
+        )
+        val_cases = load_cached(
+            cache.ensure([by_id[c] for c in splits[k]["val"]]), plans.num_classes, indices=False
+        )
+        limit = cfg.train.time_limit_minutes * 60.0
+        deadline = limit - (time.perf_counter() - t_start) if limit > 0 else math.inf
+        fdir = out / f"fold_{k}"
+        trainer = FoldTrainer(
+            fdir,
+            plans,
+            cfg,
+            train_cases,
+            val_cases,
+            device=device,
+            dist=info,
+            deadline_s=max(deadline, 1.0),
+            progress=progress,
+        )
+        results[f"fold_{k}"] = trainer.run(resume=resume)
+        t_start = time.perf_counter()
+        if info.is_main and cfg.train.postprocess_decision:
+            _postprocess_decision(out, k, manifest)
+    return results
+
+
+def _with_workers(cfg: RunConfig, n: int) -> RunConfig:
+    from dataclasses import replace
+
+    return replace(cfg, train=replace(cfg.train, num_workers=n))
+
+
+def _postprocess_decision(out: Path, fold: int, manifest: Manifest) -> None:
+    try:
+        from medseg.inference.postprocess_decision import decide_run_postprocessing
+    except ImportError:
+        logger.debug("medseg.inference.postprocess_decision not available; skipped")
+        return
+    decide_run_postprocessing(out, fold, manifest, manifest.data_root)

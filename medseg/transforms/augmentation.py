@@ -1,0 +1,146 @@
+"""Training-time patch sampling and augmentation, built from MONAI transforms.
+
+Input: a cached case ``{"image": (1, X, Y, Z) float32, "label": (1, X, Y, Z) uint8,
+"label_cls_indices": [...]}`` in RAS at the target spacing. Output: one patch of
+``plans.patch_size`` with random spatial and intensity changes, probabilities after
+nnU-Net (rotation/scaling 0.2, noise 0.1, blur 0.2, brightness/contrast 0.15, gamma 0.3,
+low resolution 0.25, mirroring 0.5 per axis).
+
+Patches are drawn with MONAI ``RandCropByLabelClassesd``: a ``foreground_ratio`` share of
+patches is centred on a foreground voxel, split evenly over the foreground classes, so
+rare small classes (lesions) are seen as often as large ones. When rotation or scaling is
+on, a 1.25x larger patch is cropped first and ``RandAffined`` resamples it to the patch
+size, so rotated corners hold image data instead of padding (as nnU-Net does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from monai.transforms import (
+    CenterSpatialCropd,
+    Compose,
+    RandAdjustContrastd,
+    RandAffined,
+    RandCropByLabelClassesd,
+    RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
+    RandSimulateLowResolutiond,
+    SpatialPadd,
+)
+
+from medseg.training.config import AugmentConfig
+from medseg.training.plans import Plans
+
+KEYS = ("image", "label")
+
+
+def class_ratios(num_classes: int, foreground_ratio: float) -> list[float]:
+    """Sampling weight per class: background ``1 - r``, each foreground class ``r / (C-1)``."""
+    fg = num_classes - 1
+    if fg <= 0:
+        return [1.0]
+    return [1.0 - foreground_ratio] + [foreground_ratio / fg] * fg
+
+
+def _anisotropic_axis(spacing: tuple[float, ...], threshold: float = 3.0) -> int | None:
+    sp = np.asarray(spacing)
+    worst = int(np.argmax(sp))
+    return worst if sp[worst] > threshold * np.min(np.delete(sp, worst)) else None
+
+
+def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float) -> list[Any]:
+    """Patch sampling (with foreground oversampling), rotation/scaling and mirroring."""
+    patch = np.asarray(plans.patch_size)
+    affine_on = aug.rotate_prob > 0 or aug.scale_prob > 0
+    crop = tuple(int(p) for p in (np.ceil(patch * 1.25) if affine_on else patch))
+    steps: list[Any] = [
+        SpatialPadd(KEYS, spatial_size=crop),
+        RandCropByLabelClassesd(
+            KEYS,
+            label_key="label",
+            spatial_size=crop,
+            ratios=class_ratios(plans.num_classes, foreground_ratio),
+            num_classes=plans.num_classes,
+            num_samples=1,
+            indices_key="label_cls_indices",
+            warn=False,
+        ),
+    ]
+    if affine_on:
+        angle = np.deg2rad(aug.rotate_degrees) if aug.rotate_prob > 0 else 0.0
+        coarse = _anisotropic_axis(plans.target_spacing)
+        # Anisotropic data: rotate only within the fine plane (about the coarse axis).
+        rot = [angle if coarse in (None, a) else 0.0 for a in range(3)]
+        lo, hi = aug.scale_range if aug.scale_prob > 0 else (1.0, 1.0)
+        prob = 1.0 - (1.0 - aug.rotate_prob) * (1.0 - aug.scale_prob)
+        steps.append(
+            RandAffined(
+                KEYS,
+                prob=prob,
+                spatial_size=tuple(int(p) for p in patch),
+                rotate_range=rot,
+                scale_range=[(lo - 1.0, hi - 1.0)] * 3,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+                cache_grid=True,
+            )
+        )
+        steps.append(CenterSpatialCropd(KEYS, roi_size=tuple(int(p) for p in patch)))
+    steps += [RandFlipd(KEYS, prob=aug.mirror_prob, spatial_axis=a) for a in aug.mirror_axes]
+    return steps
+
+
+def intensity_transforms(aug: AugmentConfig) -> list[Any]:
+    """Noise, blur, brightness, contrast, simulated low resolution and gamma (image only)."""
+    steps: list[Any] = []
+    if aug.noise_prob:
+        steps.append(RandGaussianNoised("image", prob=aug.noise_prob, std=0.1))
+    if aug.blur_prob:
+        steps.append(
+            RandGaussianSmoothd(
+                "image",
+                prob=aug.blur_prob,
+                sigma_x=(0.5, 1.0),
+                sigma_y=(0.5, 1.0),
+                sigma_z=(0.5, 1.0),
+            )
+        )
+    if aug.brightness_prob:
+        steps.append(RandScaleIntensityd("image", factors=0.25, prob=aug.brightness_prob))
+    if aug.contrast_prob:
+        steps.append(
+            RandScaleIntensityFixedMeand(
+                "image", factors=0.25, prob=aug.contrast_prob, preserve_range=True
+            )
+        )
+    if aug.lowres_prob:
+        steps.append(
+            RandSimulateLowResolutiond("image", prob=aug.lowres_prob, zoom_range=(0.5, 1.0))
+        )
+    if aug.gamma_prob:
+        steps.append(
+            RandAdjustContrastd("image", prob=aug.gamma_prob, gamma=(0.7, 1.5), retain_stats=True)
+        )
+    return steps
+
+
+def training_transforms(
+    plans: Plans, aug: AugmentConfig, foreground_ratio: float = 0.67
+) -> Compose:
+    """The whole training-time chain: sampling, spatial and intensity augmentation.
+
+    Returns
+    -------
+    monai.transforms.Compose
+        Maps a cached case to a list with one patch dict (``image`` ``(1, *patch_size)``
+        float32, ``label`` ``(1, *patch_size)``); MONAI's ``list_data_collate`` batches it.
+    """
+    return Compose(
+        spatial_transforms(plans, aug, foreground_ratio) + intensity_transforms(aug),
+        map_items=True,
+    )
