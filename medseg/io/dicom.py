@@ -244,6 +244,11 @@ def _group_item(per: Dataset, shared: Dataset | None, name: str) -> Dataset | No
     return None
 
 
+def _frame_pixels(all_pixels: Callable[[], np.ndarray], index: int) -> Callable[[], np.ndarray]:
+    """Decoder of one frame of a multi-frame file (the file is decoded once, on first use)."""
+    return lambda: all_pixels()[index]
+
+
 def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
     """Frames of an enhanced multi-frame image, geometry from its functional groups."""
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -278,7 +283,7 @@ def _enhanced_frames(path: Path, ds: Dataset) -> list[Frame]:
                 shape=(int(ds.Rows), int(ds.Columns)),
                 slope=float(trans.get("RescaleSlope", 1.0) or 1.0),
                 intercept=float(trans.get("RescaleIntercept", 0.0) or 0.0),
-                pixels=lambda i=i: all_pixels()[i],
+                pixels=_frame_pixels(all_pixels, i),
             )
         )
     return frames
