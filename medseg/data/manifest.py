@@ -168,7 +168,7 @@ def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
     if not path.is_file():
         raise MedsegError("manifest not found (expected a dataset.json-style file)", path)
     if not root.is_dir():
-        raise MedsegError(f"data root {root} is not a folder", path)
+        raise MedsegError(f"data root is not a folder (needed by manifest {path})", root)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

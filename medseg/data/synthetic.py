@@ -55,7 +55,7 @@ def _check_grid(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple[i
 def _grid(shape: tuple[int, ...], spacing: Triple) -> list[np.ndarray]:
     """Open grid of voxel-centre coordinates (mm, RAS, centred on 0): broadcastable arrays."""
     axes = [(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(shape, spacing, strict=True)]
-    return np.meshgrid(*axes, indexing="ij", sparse=True)
+    return list(np.meshgrid(*axes, indexing="ij", sparse=True))
 
 
 def _ellipsoid(xyz: list[np.ndarray], centre: Triple, radii: Triple, yaw_deg: float = 0.0) -> Any:
