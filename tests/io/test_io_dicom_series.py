@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
-from io_test_helpers import axcodes_affine, flip_k, oblique_affine, random_volume, right_handed
+from io_test_helpers import (
+    axcodes_affine,
+    flip_k,
+    oblique_affine,
+    random_volume,
+    right_handed,
+    sitk_reference,
+)
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -55,6 +62,9 @@ def test_rescale_slope_and_intercept(tmp_path, rng):
     assert np.issubdtype(got.array.dtype, np.integer)
     np.testing.assert_array_equal(got.array, _expected(vol)[0])
     assert got.meta["rescale_slope"] == 2.0 and got.meta["rescale_intercept"] == -1024.0
+    ref = sitk_reference(tmp_path)  # another reader agrees on the written files
+    np.testing.assert_allclose(ref.affine, got.affine, atol=1e-5)
+    np.testing.assert_array_equal(ref.array, got.array)
 
 
 def test_non_integer_rescale_gives_float32(tmp_path, rng):
@@ -160,6 +170,7 @@ def test_seg_object_is_listed_not_read_as_slices(tmp_path, rng):
     seg_uid = generate_uid()
     _fake_seg(tmp_path / "seg.dcm", seg_uid)
     (tmp_path / ".hidden.dcm").write_bytes(b"junk")
+    (tmp_path / "DICOMDIR").write_bytes(b"junk")
     infos = list_series(tmp_path)
     assert sorted((s.modality, s.is_image, s.n_files) for s in infos) == [
         ("CT", True, 7),
