@@ -1,0 +1,260 @@
+"""Choosing post-processing on validation predictions (nnU-Net's rule) and storing the choice.
+
+Greedy, in this order: for each label, keep the largest component; else remove small objects
+(each candidate threshold, the best one); fill holes; closing (candidate radii, if any); then
+the dense CRF for all labels when every case has probabilities and an image. A candidate is
+kept only if the mean validation Dice of its label (for the CRF: the mean over labels) improves
+by more than ``min_gain`` and no label's mean Dice drops by more than ``tolerance``. Each
+candidate is evaluated on top of the steps already kept, with :func:`apply_postprocessing`, so
+the evaluated pipeline is exactly what prediction runs. Dice comes from
+:func:`medseg.metrics.dice_per_label` (both masks empty -> 1, one empty -> 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.config import from_dict, to_dict
+from medseg.errors import MedsegError
+from medseg.io.nifti import atomic_write_text
+from medseg.metrics import dice_per_label
+from medseg.postprocessing.crf import CRFConfig
+from medseg.postprocessing.morphology import (
+    LabelPostprocessing,
+    PostprocessConfig,
+    apply_postprocessing,
+)
+
+logger = logging.getLogger(__name__)
+
+Case = tuple[np.ndarray, np.ndarray, Sequence[float], np.ndarray | None, np.ndarray | None]
+"""(predicted labels (I,J,K), reference labels (I,J,K), spacing mm, image or None,
+probabilities (C,I,J,K) or None)."""
+
+
+@dataclass(frozen=True)
+class DecisionCandidates:
+    """Which steps :func:`decide_postprocessing` tries.
+
+    Attributes
+    ----------
+    largest_component
+        Try keeping the largest connected component.
+    min_size_mm3
+        Small-object thresholds (mm^3) to try when the largest component was not kept.
+    fill_holes
+        Try 3D hole filling.
+    closing_mm
+        Closing radii (mm) to try.
+    crf
+        CRF parameters to try when probabilities are given, or ``None`` to never try it.
+    """
+
+    largest_component: bool = True
+    min_size_mm3: tuple[float, ...] = (20.0, 200.0)
+    fill_holes: bool = True
+    closing_mm: tuple[float, ...] = ()
+    crf: CRFConfig | None = dataclasses.field(default_factory=CRFConfig)
+
+
+def _mean_dice(cases: Sequence[Case], labels: Sequence[int], config: PostprocessConfig):
+    per_case = []
+    for pred, ref, spacing, image, probs in cases:
+        out = apply_postprocessing(pred, spacing, config, image=image, probabilities=probs)
+        per_case.append(dice_per_label(out, ref, labels))
+    return {label: float(np.mean([d[label] for d in per_case])) for label in labels}
+
+
+def _label_candidates(cand: DecisionCandidates) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(step name, list of alternative field settings) in the order they are tried."""
+    steps: list[tuple[str, list[dict[str, Any]]]] = []
+    if cand.largest_component:
+        steps.append(("largest_component", [{"largest_component": True}]))
+    if cand.min_size_mm3:
+        steps.append(("min_size_mm3", [{"min_size_mm3": float(t)} for t in cand.min_size_mm3]))
+    if cand.fill_holes:
+        steps.append(("fill_holes", [{"fill_holes": True}]))
+    if cand.closing_mm:
+        steps.append(("closing_mm", [{"closing_mm": float(r)} for r in cand.closing_mm]))
+    return steps
+
+
+def _accept(
+    before: dict[int, float],
+    after: dict[int, float],
+    target: Sequence[int],
+    gain: float,
+    tol: float,
+) -> bool:
+    improved = np.mean([after[t] for t in target]) > np.mean([before[t] for t in target]) + gain
+    no_worse = all(after[k] >= before[k] - tol for k in before)
+    return bool(improved and no_worse)
+
+
+def _try(
+    name: str,
+    label: int | None,
+    alternatives: list[tuple[dict[str, Any], PostprocessConfig]],
+    ctx: dict[str, Any],
+) -> PostprocessConfig:
+    """Evaluate alternatives on top of ``ctx['config']``; keep the best one that passes."""
+    cases, labels, report = ctx["cases"], ctx["labels"], ctx["report"]
+    before = ctx["dice"]
+    target = list(labels) if label is None else [label]
+    best: tuple[float, PostprocessConfig, dict[int, float]] | None = None
+    for params, config in alternatives:
+        after = _mean_dice(cases, labels, config)
+        ok = _accept(before, after, target, ctx["min_gain"], ctx["tolerance"])
+        report["candidates"].append(
+            {
+                "step": name,
+                "label": label,
+                "params": params,
+                "dice_before": {str(k): v for k, v in before.items()},
+                "dice_after": {str(k): v for k, v in after.items()},
+                "accepted": False,
+                "passes_rule": ok,
+            }
+        )
+        score = float(np.mean([after[t] for t in target]))
+        if ok and (best is None or score > best[0]):
+            best = (score, config, after)
+            ctx["best_entry"] = report["candidates"][-1]
+    if best is None:
+        return ctx["config"]
+    ctx["best_entry"]["accepted"] = True
+    ctx["dice"] = best[2]
+    logger.info("post-processing: kept %s for label %s", name, label)
+    return best[1]
+
+
+def decide_postprocessing(
+    cases: Sequence[Case],
+    labels: Sequence[int],
+    candidates: DecisionCandidates | None = None,
+    *,
+    min_gain: float = 0.0,
+    tolerance: float = 1e-9,
+) -> tuple[PostprocessConfig, dict[str, Any]]:
+    """Pick the post-processing steps that help on validation cases.
+
+    Parameters
+    ----------
+    cases
+        ``(pred_labels, ref_labels, spacing, image | None, probabilities | None)`` per case:
+        (I, J, K) integer maps, spacing in mm, (I, J, K) image, (C, I, J, K) probabilities.
+    labels
+        Foreground labels to decide for (and to score).
+    candidates
+        Steps to try; defaults to :class:`DecisionCandidates`.
+    min_gain
+        Required improvement of the target label's mean Dice (strictly greater than this).
+    tolerance
+        How much any label's mean Dice may drop and still count as "not worse".
+
+    Returns
+    -------
+    tuple[PostprocessConfig, dict]
+        The chosen configuration and a JSON-ready report with Dice before/after of each
+        candidate (``candidates``), the baseline and the final Dice.
+
+    Raises
+    ------
+    MedsegError
+        If there are no cases or no labels.
+    """
+    if not cases or not labels:
+        raise MedsegError(
+            f"decide_postprocessing: expected cases and labels, found "
+            f"{len(cases)} cases and labels {list(labels)}"
+        )
+    cand = candidates or DecisionCandidates()
+    labels = [int(x) for x in labels]
+    config = PostprocessConfig()
+    baseline = _mean_dice(cases, labels, config)
+    report: dict[str, Any] = {"dice_source": "medseg.metrics.dice_per_label", "candidates": []}
+    ctx: dict[str, Any] = dict(
+        cases=cases,
+        labels=labels,
+        report=report,
+        dice=baseline,
+        config=config,
+        min_gain=min_gain,
+        tolerance=tolerance,
+    )
+    for label in labels:
+        for name, options in _label_candidates(cand):
+            current = ctx["config"].per_label.get(label, LabelPostprocessing())
+            if name == "min_size_mm3" and current.largest_component:
+                continue  # nothing left to remove
+            alternatives = []
+            for params in options:
+                step = dataclasses.replace(current, **params)
+                per_label = {**ctx["config"].per_label, label: step}
+                alternatives.append(
+                    (params, dataclasses.replace(ctx["config"], per_label=per_label))
+                )
+            ctx["config"] = _try(name, label, alternatives, ctx)
+    has_probs = all(c[3] is not None and c[4] is not None for c in cases)
+    if cand.crf is not None and has_probs:
+        crf_config = dataclasses.replace(ctx["config"], crf=cand.crf)
+        ctx["config"] = _try("crf", None, [(to_dict(cand.crf), crf_config)], ctx)
+    report["baseline"] = {str(k): v for k, v in baseline.items()}
+    report["final"] = {str(k): v for k, v in ctx["dice"].items()}
+    report["config"] = to_dict(ctx["config"])
+    return ctx["config"], report
+
+
+def postprocess_config_from_dict(
+    data: dict[str, Any], where: str = "postprocessing"
+) -> PostprocessConfig:
+    """Build a :class:`PostprocessConfig` from plain data, accepting JSON's string label keys."""
+    data = dict(data)
+    per_label = data.get("per_label") or {}
+    try:
+        data["per_label"] = {int(k): v for k, v in per_label.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise MedsegError(
+            f"{where}.per_label: expected integer label keys, found {per_label!r}"
+        ) from exc
+    return from_dict(PostprocessConfig, data, where)
+
+
+def save_postprocessing(
+    path: str | Path, config: PostprocessConfig, report: dict[str, Any] | None = None
+) -> Path:
+    """Write ``{"config": ..., "report": ...}`` as JSON atomically; returns the path."""
+    payload = {"config": to_dict(config), "report": report or {}}
+    text = json.dumps(payload, indent=2, sort_keys=False, default=float)
+    return atomic_write_text(Path(path), text + "\n")
+
+
+def load_postprocessing(path: str | Path) -> PostprocessConfig:
+    """Read the configuration written by :func:`save_postprocessing`.
+
+    Raises
+    ------
+    MedsegError
+        If the file is missing, not JSON, or its configuration is invalid.
+    """
+    p = Path(path)
+    try:
+        payload = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MedsegError("post-processing file not found", p) from exc
+    except json.JSONDecodeError as exc:
+        raise MedsegError(f"expected JSON, found invalid text: {exc}", p) from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
+        raise MedsegError('expected a JSON object with a "config" mapping', p)
+    try:
+        return postprocess_config_from_dict(payload["config"])
+    except MedsegError as exc:
+        raise MedsegError(exc.message, p) from exc
