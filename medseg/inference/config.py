@@ -7,7 +7,6 @@ from typing import Literal
 
 from medseg.errors import MedsegError
 
-Device = Literal["auto", "cpu", "cuda"]
 Accumulation = Literal["auto", "float16", "float32"]
 PostprocessMode = Literal["auto", "none"]
 
@@ -33,7 +32,7 @@ class InferConfig:
     sigma_scale
         Gaussian blending weight, sigma as a fraction of the window size (nnU-Net: 1/8).
     device
-        ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
     accumulation
         dtype of the blended probability map on the preprocessed grid; ``auto`` uses
         float16 when the map would exceed ``fp16_threshold_mvox`` million values.
@@ -63,7 +62,7 @@ class InferConfig:
     overlap: float = 0.5
     sw_batch_size: int = 4
     sigma_scale: float = 0.125
-    device: Device = "auto"
+    device: str = "auto"
     accumulation: Accumulation = "auto"
     fp16_threshold_mvox: float = 64.0
     slab_mvox: float = 4.0
@@ -84,6 +83,8 @@ class InferConfig:
             raise MedsegError(f"infer.sigma_scale: expected > 0, found {self.sigma_scale}")
         if self.slab_mvox <= 0:
             raise MedsegError(f"infer.slab_mvox: expected > 0, found {self.slab_mvox}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise MedsegError(f"infer.device: expected auto, cpu or cuda, found {self.device!r}")
         if any(f < 0 for f in self.folds):
             raise MedsegError(f"infer.folds: expected fold numbers >= 0, found {self.folds}")
 
