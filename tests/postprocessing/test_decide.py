@@ -1,0 +1,132 @@
+"""nnU-Net's rule: keep a step only where validation Dice improves and no label gets worse."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from medseg.errors import MedsegError
+from medseg.postprocessing import (
+    CRFConfig,
+    DecisionCandidates,
+    LabelPostprocessing,
+    PostprocessConfig,
+    decide_postprocessing,
+    load_postprocessing,
+    save_postprocessing,
+)
+from medseg.postprocessing.decide import _accept
+
+SPACING = (1.0, 1.0, 2.0)
+NO_CRF = DecisionCandidates(crf=None)
+
+
+def _case(rng: np.random.Generator):
+    """Label 1: a solid block, predicted with a spurious far blob (largest component helps).
+    Label 2: a hollow shell whose cavity is real (hole filling hurts), predicted exactly."""
+    ref = np.zeros((30, 24, 12), np.uint8)
+    ref[3:11, 3:11, 2:8] = 1
+    ref[16:26, 12:22, 2:10] = 2
+    ref[19:23, 15:19, 4:8] = 0
+    pred = ref.copy()
+    x, y = rng.integers(14, 22), rng.integers(2, 8)
+    pred[x : x + 3, y : y + 3, 9:11] = 1  # 18 voxels = 36 mm^3, away from everything
+    return pred, ref, SPACING, None, None
+
+
+def test_keeps_step_that_helps_and_rejects_step_that_hurts(rng) -> None:
+    cases = [_case(rng) for _ in range(3)]
+    config, report = decide_postprocessing(cases, [1, 2], NO_CRF)
+    assert config.per_label[1].largest_component
+    assert not config.per_label.get(2, LabelPostprocessing()).largest_component
+    assert not config.per_label.get(2, LabelPostprocessing()).fill_holes
+    assert config.crf is None
+    assert report["final"]["1"] > report["baseline"]["1"]
+    assert report["final"]["2"] == pytest.approx(report["baseline"]["2"])
+    fill2 = [c for c in report["candidates"] if c["step"] == "fill_holes" and c["label"] == 2]
+    assert fill2 and not fill2[0]["accepted"]
+    assert fill2[0]["dice_after"]["2"] < fill2[0]["dice_before"]["2"]
+    # min-size removal is skipped for label 1 once only its largest component is kept
+    assert not any(c["step"] == "min_size_mm3" and c["label"] == 1 for c in report["candidates"])
+    json.dumps(report)  # JSON-ready
+
+
+def test_small_object_threshold_is_chosen_when_largest_component_is_not_tried(rng) -> None:
+    cases = [_case(rng) for _ in range(2)]
+    cand = DecisionCandidates(largest_component=False, min_size_mm3=(10.0, 50.0), crf=None)
+    config, report = decide_postprocessing(cases, [1, 2], cand)
+    assert config.per_label[1].min_size_mm3 == 50.0  # 10 mm^3 leaves the 36 mm^3 blob
+    tried = [c for c in report["candidates"] if c["step"] == "min_size_mm3" and c["label"] == 1]
+    assert [c["params"]["min_size_mm3"] for c in tried] == [10.0, 50.0]
+    assert [c["accepted"] for c in tried] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("after", "target", "expected"),
+    [
+        ({1: 0.95, 2: 0.90}, [1], True),
+        ({1: 0.95, 2: 0.85}, [1], False),  # label 1 better but label 2 worse
+        ({1: 0.99, 2: 0.85}, [1, 2], False),  # the mean improves, label 2 still worse
+        ({1: 0.80, 2: 0.90}, [1], False),  # no gain
+    ],
+)
+def test_rule_needs_a_gain_and_no_label_worse(after, target, expected) -> None:
+    before = {1: 0.80, 2: 0.90}
+    assert _accept(before, after, target, gain=0.0, tol=1e-9) is expected
+
+
+def test_crf_is_kept_when_it_helps(rng) -> None:
+    shape = (24, 24, 12)
+    ii, jj, kk = np.meshgrid(
+        *[np.arange(n) * s for n, s in zip(shape, SPACING, strict=True)], indexing="ij"
+    )
+    ref = (((ii - 12) ** 2 + (jj - 12) ** 2) / 49 + (kk - 12) ** 2 / 81 < 1).astype(np.uint8)
+    cases = []
+    for _ in range(2):
+        image = (ref + rng.normal(0, 0.3, shape)).astype(np.float32)
+        noise = ndimage.gaussian_filter(rng.normal(0, 1, shape), 1.5)
+        logit = (2.0 * ref - 1.0) + 1.5 * noise / noise.std() + rng.normal(0, 1, shape)
+        p1 = 1.0 / (1.0 + np.exp(-logit))
+        probs = np.stack([1 - p1, p1]).astype(np.float32)
+        cases.append((probs.argmax(0).astype(np.uint8), ref, SPACING, image, probs))
+    cand = DecisionCandidates(
+        largest_component=False,
+        min_size_mm3=(),
+        fill_holes=False,
+        crf=CRFConfig(device="cpu", margin_mm=10.0),
+    )
+    config, report = decide_postprocessing(cases, [1], cand)
+    assert config.crf == cand.crf
+    (entry,) = report["candidates"]
+    assert entry["step"] == "crf" and entry["accepted"]
+    assert entry["dice_after"]["1"] > entry["dice_before"]["1"] + 0.1
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    config = PostprocessConfig(
+        per_label={
+            1: LabelPostprocessing(largest_component=True),
+            4: LabelPostprocessing(fill_holes=True),
+        },
+        crf=CRFConfig(iterations=2),
+    )
+    path = save_postprocessing(
+        tmp_path / "run" / "postprocessing.json", config, {"final": {"1": 0.9}}
+    )
+    assert load_postprocessing(path) == config
+    assert json.loads(path.read_text())["report"]["final"]["1"] == 0.9
+    assert not list(path.parent.glob("*.part"))
+
+
+def test_load_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(MedsegError, match="not found"):
+        load_postprocessing(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"config": {"per_label": {"x": {}}}}')
+    with pytest.raises(MedsegError, match=r"bad\.json"):
+        load_postprocessing(bad)
+    with pytest.raises(MedsegError, match="expected cases"):
+        decide_postprocessing([], [1])
