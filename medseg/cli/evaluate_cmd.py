@@ -153,6 +153,7 @@ def evaluate(
     names: dict[int, str] = {}
     if manifest is not None and data_root is not None:
         pairs, unmatched, names = pair_manifest(manifest, data_root, pred)
+        labs = labs if labs is not None else (sorted(names) or None)
     else:
         pairs, unmatched = pair_folders(pred, ref)  # type: ignore[arg-type]
     err = Console(stderr=True)

@@ -31,7 +31,7 @@ def as_label_map(array: np.ndarray, name: str = "label map") -> np.ndarray:
     """
     a = np.asarray(array)
     if a.dtype == bool:
-        return a.astype(np.uint8)
+        return a.view(np.uint8)  # zero-copy: find_objects needs integers
     if not np.issubdtype(a.dtype, np.integer):
         if not np.all(np.isfinite(a)) or not np.all(np.equal(np.mod(a, 1), 0)):
             raise ValueError(f"{name}: expected integer labels, found non-integer values")
@@ -140,7 +140,7 @@ def compute_case_metrics(
         n_p, n_r = int(pm.sum()), int(rm.sum())
         row: dict[str, Any] = {"label": lab, "n_ref": n_r, "n_pred": n_p}
         row.update(overlap_from_counts(int(np.count_nonzero(pm & rm)), n_p, n_r, voxel_mm3))
-        sd = surface_distances(pm, rm, spacing, method=method)
+        sd = surface_distances(pm, rm, spacing, method=method, crop=False)
         row.update(surface_metrics(sd, tolerance_mm))
         if is_lesion:
             row.update(

@@ -69,7 +69,9 @@ def overlay_figure(
     """
     src = ref if ref.any() else pred
     c = np.round(ndimage.center_of_mass(src)).astype(int) if src.any() else np.array(ref.shape) // 2
-    bg = image if image is not None else ref.astype(np.float32)
+    # Without a scan, the reference label map in mid grey is the background.
+    bg = image if image is not None else ref.astype(np.float32) * 0.5
+    lims = (None, None) if image is not None else (0.0, 1.0)
     sx, sy, sz = spacing
     views = (
         ("axial", np.s_[:, :, c[2]], sy / sx),
@@ -81,7 +83,15 @@ def overlay_figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     for ax, (name, sl, aspect) in zip(axes, views, strict=True):
-        ax.imshow(bg[sl].T, cmap="gray", origin="lower", aspect=aspect, interpolation="nearest")
+        ax.imshow(
+            bg[sl].T,
+            cmap="gray",
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+            vmin=lims[0],
+            vmax=lims[1],
+        )
         for mask, color in ((ref, "lime"), (pred, "red")):
             m = mask[sl].T.astype(np.float32)
             if m.any() and (~m.astype(bool)).any():

@@ -107,6 +107,7 @@ def surface_distances(
     spacing: Sequence[float],
     *,
     method: Literal["kdtree", "edt"] = "kdtree",
+    crop: bool = True,
 ) -> SurfaceDistances:
     """Directed surface distances between two binary masks on the same grid.
 
@@ -119,6 +120,8 @@ def surface_distances(
     method
         ``"kdtree"`` (default, fast when surfaces are sparse) or ``"edt"`` (exact Euclidean
         distance transform of the cropped box).
+    crop
+        Crop to the union bounding box first (skip when the caller already cropped).
 
     Returns
     -------
@@ -130,9 +133,9 @@ def surface_distances(
     if p.shape != r.shape or p.ndim != 3:
         raise ValueError(f"expected two 3D masks of equal shape, got {p.shape} and {r.shape}")
     sp = np.asarray(spacing, dtype=np.float64)
-    box = union_bbox(p, r, margin=1)
+    box = union_bbox(p, r, margin=1) if crop else tuple(slice(0, n) for n in p.shape)
     empty = np.zeros(0, dtype=np.float64)
-    if box is None:
+    if box is None or not (crop or p.any() or r.any()):
         return SurfaceDistances(empty, empty, True, True)
     # Pad by one voxel so that mask voxels on the array border are surface voxels.
     pc = np.pad(p[box], 1)
@@ -147,9 +150,15 @@ def surface_distances(
         d_pr = ndimage.distance_transform_edt(~rs, sampling=sp)[ps]
         d_rp = ndimage.distance_transform_edt(~ps, sampling=sp)[rs]
     elif method == "kdtree":
-        p_idx, r_idx = np.argwhere(ps), np.argwhere(rs)
-        d_pr = _nearest_kdtree(p_idx, r_idx, sp)
-        d_rp = _nearest_kdtree(r_idx, p_idx, sp)
+        # Surface voxels shared by both surfaces are at distance 0: query only the others.
+        shared = ps & rs
+        d_pr = np.zeros(int(ps.sum()))
+        d_rp = np.zeros(int(rs.sum()))
+        p_only, r_only = (ps & ~shared)[ps], (rs & ~shared)[rs]
+        if p_only.any():
+            d_pr[p_only] = _nearest_kdtree(np.argwhere(ps & ~shared), np.argwhere(rs), sp)
+        if r_only.any():
+            d_rp[r_only] = _nearest_kdtree(np.argwhere(rs & ~shared), np.argwhere(ps), sp)
     else:
         raise ValueError(f"method must be 'kdtree' or 'edt', got {method!r}")
     return SurfaceDistances(np.asarray(d_pr, float), np.asarray(d_rp, float), False, False)
