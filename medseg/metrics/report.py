@@ -130,7 +130,8 @@ def _case_figures(pair: CasePair, labels: Sequence[int], fig_dir: Path) -> list[
         if not (rm.any() or pm.any()):
             continue
         png = fig_dir / f"{pair.case_id}_label{lab}.png"
-        overlay_figure(image, rm, pm, spacing, f"{pair.case_id} label {lab}", png)
+        sp = tuple(float(s) for s in spacing)
+        overlay_figure(image, rm, pm, sp, f"{pair.case_id} label {lab}", png)
         out.append((lab, png))
     return out
 

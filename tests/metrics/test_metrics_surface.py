@@ -84,8 +84,10 @@ def test_shifted_cube_hausdorff_is_shift_times_spacing(axis, k):
 
 
 def sphere(shape, spacing, centre_mm, radius_mm):
-    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
-    d2 = sum((g - c) ** 2 for g, c in zip(grids, centre_mm))
+    grids = np.meshgrid(
+        *[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"
+    )
+    d2 = sum((g - c) ** 2 for g, c in zip(grids, centre_mm, strict=True))
     return d2 <= radius_mm**2
 
 
