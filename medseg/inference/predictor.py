@@ -62,7 +62,10 @@ class Prediction:
 
 @dataclass
 class Preprocessed:
-    """A preprocessed image ``(1, X, Y, Z)`` (RAS, plans spacing) and its voxel-to-RAS affine."""
+    """A preprocessed image ``(1, X, Y, Z)`` (RAS, plans spacing) and its voxel-to-RAS affine.
+
+    ``image`` is float32, or float16 when the probability map will be accumulated in float16.
+    """
 
     image: torch.Tensor
     affine: np.ndarray
@@ -190,7 +193,10 @@ class Predictor:
         with torch.no_grad():
             out = self._transforms({"image": volume.to_metatensor()})["image"]
         affine = np.asarray(out.affine, dtype=np.float64)
-        image = out.as_tensor()
+        # Stored in the accumulation dtype right away: no float32 copy stays alive during
+        # inference when the map is accumulated in float16.
+        image = out.as_tensor().to(self._accumulation_dtype(out.shape[1:]))
+        del out
         return Preprocessed(image=image, affine=affine, seconds=time.perf_counter() - start)
 
     def _accumulation_dtype(self, shape: Sequence[int]) -> torch.dtype:
