@@ -61,7 +61,7 @@ def train_command(
         False, "--no-progress", help="Log lines instead of a progress bar."
     ),
 ) -> None:
-    """Train a segmentation model; writes config, fingerprint, plans, splits and fold_<k>/ into --out."""
+    """Train a segmentation model into --out (config, plans, splits, fold_<k>/ checkpoints)."""
     from medseg.training.config import load_run_config
     from medseg.training.run import train
 

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _preprocess_one(case: Case, plans: Plans, target: Path) -> None:
         data["label"] = case.label
     out = pipeline(data)
     image = out["image"]
-    arrays = {
+    arrays: dict[str, Any] = {
         "image": np.asarray(image.detach().cpu().numpy(), dtype=np.float32),
         "affine": np.asarray(image.affine.cpu().numpy(), dtype=np.float64),
     }
@@ -74,7 +75,7 @@ def _preprocess_one(case: Case, plans: Plans, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npz", dir=target.parent)
     os.close(fd)
     try:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

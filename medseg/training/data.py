@@ -44,7 +44,7 @@ def load_cached(paths: Sequence[Path], num_classes: int, *, indices: bool = True
             "case": path.stem,
         }
         if to_indices is not None:
-            item = dict(to_indices(item))
+            item = dict(to_indices(item))  # type: ignore[arg-type]
         out.append(item)
     return out
 
@@ -77,7 +77,7 @@ def train_loader(
     n_virtual = iterations * batch_size * world_size
     data = [cases[i % len(cases)] for i in range(n_virtual)]
     dataset = Dataset(data, transform)
-    sampler = DistributedSampler(
+    sampler: DistributedSampler = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
     loader = DataLoader(

@@ -103,10 +103,7 @@ def compute_fingerprint(
     for case in cases:
         img, lab, spacing = _ras_case(case)
         nz = np.nonzero(img)
-        if nz[0].size:
-            shape = [int(a.max() - a.min() + 1) for a in nz]
-        else:
-            shape = list(img.shape)
+        shape = [int(a.max() - a.min() + 1) for a in nz] if nz[0].size else list(img.shape)
         spacings.append([round(float(s), 6) for s in spacing])
         shapes.append(shape)
         if lab is not None:

@@ -39,7 +39,7 @@ from medseg.transforms.augmentation import training_transforms
 logger = logging.getLogger(__name__)
 
 
-class StopRequested(Exception):
+class StopRequestedError(Exception):
     """Raised by the ``max_steps`` test hook: stop as abruptly as a killed process would."""
 
 
@@ -70,13 +70,14 @@ def learning_rate(base: float, progress: float, schedule: str, warmup: float) ->
     return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * q)))
 
 
-def seed_epoch(seed: int, epoch: int, transform: Any) -> None:
+def seed_epoch(seed: int, epoch: int, transform: Any | None) -> None:
     """Seed python, numpy, torch and the augmentation from ``(seed, epoch)``."""
     s = (seed * 1_000_003 + epoch) % (2**31)
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
-    transform.set_random_state(seed=s)
+    if transform is not None:
+        transform.set_random_state(seed=s)
 
 
 class FoldTrainer:
@@ -116,6 +117,7 @@ class FoldTrainer:
         self.dist, self.deadline_s = dist, deadline_s
         self.val_cases = val_cases
         self.state = FoldState()
+        seed_epoch(self.tc.seed, -1, None)  # weight initialisation follows the seed
         self.net = build_network(plans.network, 1, plans.num_classes).to(device)
         self.model: nn.Module = self.net
         if dist.enabled:
@@ -236,7 +238,7 @@ class FoldTrainer:
             losses.append(self.step(batch))
             self.state.step += 1
             if self.tc.max_steps and self.state.step >= self.tc.max_steps:
-                raise StopRequested(f"max_steps={self.tc.max_steps} reached")
+                raise StopRequestedError(f"max_steps={self.tc.max_steps} reached")
             t_ready = time.perf_counter()
         seconds = time.perf_counter() - t_start
         self.state.elapsed_s += seconds
@@ -293,7 +295,7 @@ class FoldTrainer:
                     overlap=self.tc.val_overlap,
                     mode="gaussian",
                 )
-            pred = torch.argmax(logits, dim=1)[0].cpu().numpy()
+            pred = torch.argmax(torch.as_tensor(logits), dim=1)[0].cpu().numpy()
             dice = dice_per_label(pred, case["label"][0].numpy(), fg)
             for k in fg:
                 scores[k].append(dice[k])

@@ -53,6 +53,11 @@ def target_spacing(fp: Fingerprint, anisotropy_threshold: float = 3.0) -> tuple[
     return tuple(round(float(s), 5) for s in target)
 
 
+def _kernel(sp: np.ndarray) -> tuple[int, int, int]:
+    k = [3 if s / sp.min() < 2 else 1 for s in sp]
+    return (k[0], k[1], k[2])
+
+
 def pooling(
     patch: np.ndarray, spacing: np.ndarray, max_pools: int
 ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
@@ -68,15 +73,15 @@ def pooling(
     strides: list[tuple[int, int, int]] = []
     kernels: list[tuple[int, int, int]] = []
     for _ in range(max_pools):
-        kernels.append(tuple(3 if s / sp.min() < 2 else 1 for s in sp))  # type: ignore[misc]
+        kernels.append(_kernel(sp))
         ok = (size >= _MIN_FEATURE) & (sp <= 2 * sp.min() + 1e-6)
         if not ok.any():
             break
-        stride = tuple(2 if o else 1 for o in ok)
-        strides.append(stride)  # type: ignore[arg-type]
+        stride = (2 if ok[0] else 1, 2 if ok[1] else 1, 2 if ok[2] else 1)
+        strides.append(stride)
         size = size / np.asarray(stride)
         sp = sp * np.asarray(stride)
-    kernels.append(tuple(3 if s / sp.min() < 2 else 1 for s in sp))  # type: ignore[misc]
+    kernels.append(_kernel(sp))
     return strides, kernels[: len(strides) + 1]
 
 
@@ -147,7 +152,7 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         intensity_mean=fp.intensity["mean"] if ct else None,
         intensity_std=max(fp.intensity["std"], 1e-6) if ct else None,
         crop_foreground=True,
-        median_shape=tuple(int(round(m)) for m in median),  # type: ignore[arg-type]
+        median_shape=tuple(round(float(m)) for m in median),  # type: ignore[arg-type]
     )
     network.validate()
     plans.validate()

@@ -222,4 +222,5 @@ def _postprocess_decision(out: Path, fold: int, manifest: Manifest) -> None:
     except ImportError:
         logger.debug("medseg.inference.postprocess_decision not available; skipped")
         return
-    decide_run_postprocessing(out, fold, manifest, manifest.data_root)
+    path = decide_run_postprocessing(out, fold, manifest.path, manifest.data_root)
+    logger.info("post-processing decision written to %s", path)

@@ -1,0 +1,117 @@
+"""Bad configs, manifests and run directories give clear MedsegErrors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medseg.cli import main
+from medseg.errors import MedsegError
+from medseg.training.config import load_run_config
+from medseg.training.run import train
+
+
+def test_unknown_config_key_suggests_the_right_one(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(MedsegError, match="did you mean 'epochs'") as info:
+        load_run_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_type_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  epochs: many\n")
+    with pytest.raises(MedsegError, match=r"config\.train\.epochs: expected int"):
+        load_run_config(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data.fold": 7, "data.folds": 5}, "data.fold"),
+        ({"augment.mirror_axes": [3]}, "mirror_axes"),
+        ({"train.foreground_ratio": 1.5}, "foreground_ratio"),
+        ({"plans.model": "resnet"}, "expected one of"),
+    ],
+)
+def test_out_of_range_values(overrides: dict, message: str) -> None:
+    with pytest.raises(MedsegError, match=message):
+        load_run_config(None, overrides)
+
+
+def test_missing_image_file_is_reported(make_config, tiny_cohort: Path, tmp_path: Path) -> None:
+    data = json.loads(tiny_cohort.read_text())
+    data["training"][0]["image"] = "./imagesTr/does_not_exist.nii.gz"
+    bad = tiny_cohort.parent / "bad.json"
+    bad.write_text(json.dumps(data))
+    cfg = make_config(**{"data.manifest": str(bad)})
+    with pytest.raises(MedsegError, match="does_not_exist"):
+        train(cfg, tmp_path / "run")
+
+
+def test_non_empty_run_dir_is_refused(make_config, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(MedsegError, match="--resume"):
+        train(make_config(), out)
+    with pytest.raises(MedsegError, match="not a medseg run directory"):
+        train(make_config(), out, resume=True)
+
+
+def test_cli_reports_errors_with_exit_code(tiny_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "x").write_text("x")
+    args = [
+        "train",
+        "--manifest",
+        str(tiny_cohort),
+        "--data-root",
+        str(tiny_cohort.parent),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 1
+    assert main([*args[:-2], "--fold", "nine"]) == 1
+
+
+def test_cli_trains_a_fold(tiny_cohort: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "plans: {channels: [4, 8, 16], patch_size: [16, 16, 16], batch_size: 2}\n"
+        f"data: {{cache_dir: {tmp_path / 'cache'}}}\n"
+        "train: {iterations_per_epoch: 2, num_workers: 0, threads: 1}\n"
+    )
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--manifest",
+        str(tiny_cohort),
+        "--data-root",
+        str(tiny_cohort.parent),
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--fold",
+        "1",
+        "--folds",
+        "3",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-postprocess-decision",
+    ]
+    assert main(args) == 0
+    assert (out / "fold_1" / "checkpoint_best.pt").is_file()
+    assert "iterations_per_epoch: 2" in (out / "config.yaml").read_text()
+    assert main([*args, "--resume", "--epochs", "2"]) == 0
+    assert json.loads((out / "fold_1" / "metrics.json").read_text())["epochs"] == 2

@@ -1,0 +1,91 @@
+"""Training loop: loss falls, checkpoints reload, resume and determinism repeat exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from medseg.training.checkpoint import load_checkpoint, load_model
+from medseg.training.loop import StopRequestedError
+from medseg.training.run import train
+
+
+def _weights(run: Path, which: str = "last") -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "fold_0" / f"checkpoint_{which}.pt")["model"]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_falls_and_run_dir_contract(make_config, tmp_path: Path) -> None:
+    cfg = make_config(**{"train.epochs": 6, "train.iterations_per_epoch": 4})
+    result = train(cfg, tmp_path / "run")["fold_0"]
+    run = tmp_path / "run"
+    for name in ("config.yaml", "fingerprint.json", "plans.json", "dataset.json", "splits.json"):
+        assert (run / name).is_file(), name
+    for name in ("checkpoint_best.pt", "checkpoint_last.pt", "log.csv", "metrics.json"):
+        assert (run / "fold_0" / name).is_file(), name
+    assert (run / "fold_0" / "tensorboard").is_dir()
+    ck = torch.load(run / "fold_0" / "checkpoint_best.pt", weights_only=True)
+    assert {"model", "epoch", "best_metric", "plans"} <= ck.keys()
+    losses = [
+        float(line.split(",")[1])
+        for line in (run / "fold_0" / "log.csv").read_text().splitlines()[1:]
+    ]
+    assert len(losses) == 6
+    assert sum(losses[-2:]) < sum(losses[:2])
+    assert result["epochs"] == 6 and len(result["curve"]) == 6
+
+
+def test_checkpoint_reload_gives_same_outputs(make_config, tmp_path: Path) -> None:
+    cfg = make_config(**{"train.epochs": 1})
+    train(cfg, tmp_path / "run")
+    model, plans = load_model(tmp_path / "run", 0, which="last")
+    again, _ = load_model(tmp_path / "run" / "fold_0", which="last")
+    x = torch.randn(1, 1, *plans.patch_size)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, again(x))
+    assert out.shape == (1, plans.num_classes, *plans.patch_size)
+    # the state dict in the checkpoint is exactly the model's
+    assert _same(model.state_dict(), _weights(tmp_path / "run"))
+
+
+def test_deterministic_runs_repeat(make_config, tmp_path: Path) -> None:
+    cfg = make_config(**{"train.deterministic": True, "train.epochs": 2})
+    train(cfg, tmp_path / "a")
+    train(cfg, tmp_path / "b")
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    other = make_config(**{"train.deterministic": True, "train.epochs": 2, "train.seed": 5})
+    train(other, tmp_path / "c")
+    assert not _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+
+
+def test_kill_and_resume_matches_uninterrupted(make_config, tmp_path: Path) -> None:
+    full = make_config(**{"train.deterministic": True, "train.epochs": 3})
+    train(full, tmp_path / "full")
+    # stop abruptly in the middle of epoch 2 (no checkpoint written for it), as SIGKILL would
+    killed = make_config(**{"train.deterministic": True, "train.epochs": 3, "train.max_steps": 5})
+    with pytest.raises(StopRequestedError):
+        train(killed, tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")["epoch"] == 1
+    train(full, tmp_path / "resumed", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "fold_0" / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    assert _same(a["model"], b["model"])
+    assert a["schedule"]["step"] == b["schedule"]["step"]
+    assert a["best_metric"] == pytest.approx(b["best_metric"])
+
+
+def test_time_limit_stops_with_validated_best(make_config, tmp_path: Path) -> None:
+    cfg = make_config(
+        **{"train.epochs": 1000, "train.time_limit_minutes": 0.05, "train.val_every": 50}
+    )
+    result = train(cfg, tmp_path / "run")["fold_0"]
+    assert result["epochs"] < 1000
+    assert result["curve"], "the final epoch must be validated"
+    assert (tmp_path / "run" / "fold_0" / "checkpoint_best.pt").is_file()

@@ -1,0 +1,97 @@
+"""Fingerprint values and nnU-Net-like planning (spacing, patch, strides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.data.manifest import Case
+from medseg.io import write_nifti
+from medseg.training.config import PlansConfig
+from medseg.training.fingerprint import Fingerprint, compute_fingerprint
+from medseg.training.planning import plan, target_spacing
+
+
+def _fingerprint(spacings: list[list[float]], shapes: list[list[int]], modality: str = "MR"):
+    return Fingerprint(
+        modality=modality,
+        labels={"0": "background", "1": "organ"},
+        case_ids=[f"c{i}" for i in range(len(shapes))],
+        spacings=spacings,
+        shapes=shapes,
+        intensity={
+            "mean": 40.0,
+            "std": 20.0,
+            "p00_5": -100.0,
+            "p99_5": 200.0,
+            "min": -1000.0,
+            "max": 1000.0,
+        },
+        class_fractions={"0": 0.9, "1": 0.1},
+    )
+
+
+def test_fingerprint_values_on_a_phantom(tmp_path: Path) -> None:
+    # voxel axes (i, j, k) point to (S, R, A) with spacings (2, 0.5, 1) mm
+    affine = np.zeros((4, 4))
+    affine[2, 0], affine[0, 1], affine[1, 2], affine[3, 3] = 2.0, 0.5, 1.0, 1.0
+    image = np.zeros((10, 20, 16), np.float32)
+    image[2:8, 4:16, 3:13] = 5.0  # non-zero box: 6 x 12 x 10 voxels (i, j, k)
+    label = np.zeros(image.shape, np.uint8)
+    label[3:5, 5:10, 4:8] = 1
+    image[label == 1] = 100.0
+    write_nifti(image, affine, tmp_path / "img.nii.gz")
+    write_nifti(label, affine, tmp_path / "lab.nii.gz")
+    case = Case("c0", tmp_path / "img.nii.gz", tmp_path / "lab.nii.gz")
+    fp = compute_fingerprint([case], {0: "background", 1: "organ"}, "MR")
+    assert fp.spacings == [[0.5, 1.0, 2.0]]  # R, A, S
+    assert fp.shapes == [[12, 10, 6]]
+    assert fp.intensity["mean"] == pytest.approx(100.0)
+    assert fp.intensity["std"] == pytest.approx(0.0)
+    assert fp.class_fractions["1"] == pytest.approx(40 / image.size)
+
+
+def test_isotropic_plan_covers_small_cases() -> None:
+    fp = _fingerprint([[1.0, 1.0, 1.0]] * 5, [[35, 50, 36]] * 5)
+    plans = plan(fp, "cpu")
+    assert plans.target_spacing == (1.0, 1.0, 1.0)
+    assert plans.patch_size == (40, 56, 40)  # median shape rounded up to the stride 8
+    assert plans.network.name == "unet" and not plans.network.deep_supervision
+    assert plans.batch_size >= 2
+    assert plans.normalization == "zscore_nonzero"
+    gpu = plan(fp, "cuda")
+    assert gpu.network.name == "dynunet" and gpu.network.deep_supervision
+
+
+def test_anisotropic_plan_keeps_coarse_axis() -> None:
+    rng = np.random.default_rng(0)
+    spacings = [[0.8, 0.8, float(s)] for s in rng.choice([4.0, 5.0, 5.0, 6.0], 10)]
+    fp = _fingerprint(spacings, [[400, 400, 30]] * 10, modality="CT")
+    spacing = target_spacing(fp)
+    # nnU-Net rule: coarse axis gets the 10th percentile of its spacings, not the median
+    assert spacing[:2] == (0.8, 0.8)
+    assert spacing[2] == pytest.approx(np.percentile([s[2] for s in spacings], 10))
+    assert spacing[2] < np.median([s[2] for s in spacings])
+    plans = plan(fp, "cpu", PlansConfig(model="dynunet"))
+    strides = np.asarray(plans.network.strides)
+    assert strides[0].tolist() == [2, 2, 1], "the 5 mm axis must not be pooled first"
+    assert strides[:, 2].sum() < strides[:, 0].sum()
+    assert plans.network.kernel_sizes[0] == (3, 3, 1)
+    assert plans.patch_size[0] > plans.patch_size[2]
+    assert plans.normalization == "ct" and plans.intensity_clip == (-100.0, 200.0)
+    for size, total in zip(plans.patch_size, np.prod(strides, axis=0), strict=True):
+        assert size % total == 0
+
+
+def test_isotropic_data_is_not_treated_as_anisotropic() -> None:
+    fp = _fingerprint([[1.0, 1.0, 2.5]] * 4, [[100, 100, 60]] * 4)
+    assert target_spacing(fp) == (1.0, 1.0, 2.5)
+
+
+def test_step_budget_shrinks_patch() -> None:
+    fp = _fingerprint([[1.0, 1.0, 1.0]] * 3, [[300, 300, 200]] * 3)
+    plans = plan(fp, "cpu", PlansConfig(step_voxels=400_000))
+    assert np.prod(plans.patch_size) <= 1.3 * 200_000
+    assert plans.batch_size == 2
