@@ -147,3 +147,15 @@ def test_bad_inputs_raise_medseg_error() -> None:
         dense_crf(probs, np.zeros((4, 4, 4)), (1.0, 0.0, 1.0), CPU)
     with pytest.raises(MedsegError, match="intensity_sigma"):
         CRFConfig(intensity_sigma=0).validate()
+
+
+@pytest.mark.parametrize("bilateral", [True, False])
+def test_splat_is_the_adjoint_of_slice(rng, bilateral: bool) -> None:
+    shape, spacing = (9, 7, 5), (0.9, 1.1, 2.5)
+    z = torch.from_numpy(rng.normal(size=shape).astype(np.float32)) if bilateral else None
+    grid = BilateralGrid(shape, spacing, 2.0, z, torch.device("cpu"), 1.5)
+    g = torch.from_numpy(rng.normal(size=(2, *grid.grid_shape)).astype(np.float32))
+    v = torch.from_numpy(rng.normal(size=(2, *shape)).astype(np.float32))
+    lhs = float((grid.slice(g) * v).sum())
+    rhs = float((g * grid.splat(v)).sum())
+    assert lhs == pytest.approx(rhs, rel=1e-4)
