@@ -4,16 +4,19 @@ Each size runs in a fresh child process so its peak RSS (``resource.getrusage``)
 the parent prints a table and writes ``benchmarks/results/crf_speed.json``. pydensecrf is
 compared when importable (it is not a medseg dependency; reported as skipped otherwise).
 Reference (FACTS.md, same kind of machine): pydensecrf2 2.8 s at 2.1 Mvox, 10.5 s at 8.4 Mvox.
+On a shared machine wall time depends on the load: the JSON records the 1-minute load average
+and the process CPU time next to the wall time.
 
 Usage::
 
-    .venv/bin/python benchmarks/crf_speed.py [--threads 2] [--sizes 128,128,128 256,256,128]
+    .venv/bin/python benchmarks/crf_speed.py [--threads 2 1] [--sizes 128,128,128 256,256,128]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -61,9 +64,11 @@ def run_child(shape: tuple[int, int, int], threads: int) -> dict:
     image, ref, probs = phantom(shape)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     config = CRFConfig(iterations=5, device="cpu")
-    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = dense_crf(probs, image, SPACING, config)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     row = {
         "shape": list(shape),
@@ -72,6 +77,8 @@ def run_child(shape: tuple[int, int, int], threads: int) -> dict:
         "iterations": 5,
         "threads": threads,
         "seconds": round(seconds, 2),
+        "cpu_seconds_all_threads": round(cpu_seconds, 2),
+        "load_average_1min_before": round(load_before, 2),
         "peak_rss_mb": round(rss_peak),
         "rss_increase_mb": round(rss_peak - rss_before),
         "dice_noisy_argmax": round(dice(probs.argmax(0) == 1, ref == 1), 4),
@@ -103,32 +110,35 @@ def time_pydensecrf(probs: np.ndarray, image: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     parser.add_argument("--sizes", nargs="+", default=["128,128,128", "256,256,128"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.child:
         shape = tuple(int(v) for v in args.child.split(","))
-        print(json.dumps(run_child(shape, args.threads)))  # read by the parent
+        print(json.dumps(run_child(shape, args.threads[0])))  # read by the parent
         return 0
     rows = []
     for size in args.sizes:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", size, "--threads", str(args.threads)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for threads in args.threads:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", size, "--threads", str(threads)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(
-        f"{'shape':>16} {'Mvox':>5} {'s (5 it)':>9} {'peak RSS MB':>12} {'+RSS MB':>8} "
-        f"{'Dice noisy':>11} {'Dice CRF':>9}  pydensecrf"
+        f"{'shape':>16} {'Mvox':>5} {'thr':>3} {'s (5 it)':>9} {'CPU s':>6} {'load':>5} "
+        f"{'peak RSS MB':>12} {'+RSS MB':>8} {'Dice noisy':>11} {'Dice CRF':>9}  pydensecrf"
     )
     for r in rows:
         pyd = r["pydensecrf"].get("seconds", "skipped")
         print(
-            f"{'x'.join(map(str, r['shape'])):>16} {r['mvox']:>5} {r['seconds']:>9} "
+            f"{'x'.join(map(str, r['shape'])):>16} {r['mvox']:>5} {r['threads']:>3} "
+            f"{r['seconds']:>9} {r['cpu_seconds_all_threads']:>6} "
+            f"{r['load_average_1min_before']:>5} "
             f"{r['peak_rss_mb']:>12} {r['rss_increase_mb']:>8} {r['dice_noisy_argmax']:>11} "
             f"{r['dice_crf']:>9}  {pyd}"
         )

@@ -10,7 +10,7 @@ from scipy import ndimage
 from medseg.errors import MedsegError
 from medseg.metrics import dice_per_label
 from medseg.postprocessing import CRFConfig, crf_refine_labels, dense_crf
-from medseg.postprocessing.crf import (
+from medseg.postprocessing.bilateral_grid import (
     BILATERAL_CELLS_PER_SIGMA,
     SPATIAL_CELLS_PER_SIGMA,
     BilateralGrid,
