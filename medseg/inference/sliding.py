@@ -186,6 +186,76 @@ def _sample_slab(probs: torch.Tensor, coords: np.ndarray) -> tuple[torch.Tensor,
     return sampled, inside.reshape(out_shape)
 
 
+def channel_argmax(probs: torch.Tensor) -> torch.Tensor:
+    """Argmax over axis 0 of ``(C, ...)`` as uint8 (int32 above 256 classes), on CPU.
+
+    On CPU this goes through ``numpy.argmax``, measured ~5x faster here than
+    ``torch.argmax(dim=0)`` (a strided reduction) on a (5, 96, 96, 80) map. Ties go to the
+    lower class in both.
+    """
+    out_dtype = torch.uint8 if probs.shape[0] <= 256 else torch.int32
+    if probs.device.type != "cpu":
+        return torch.argmax(probs, dim=0).to(out_dtype).cpu()
+    values = probs.float().numpy() if probs.dtype != torch.float32 else probs.numpy()
+    return torch.from_numpy(np.argmax(values, axis=0)).to(out_dtype)
+
+
+def _exact_placement(
+    mapping: np.ndarray, source_shape: Sequence[int], grid_shape: Sequence[int]
+) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...]] | None:
+    """Index form of ``mapping`` when it only permutes, flips and shifts voxels (no resampling).
+
+    Returns ``(source_slices, grid_slices, axes)``: ``source[source_slices]`` receives
+    ``grid[grid_slices].transpose(axes)``; ``None`` when interpolation is needed.
+    """
+    lin, off = mapping[:3, :3], mapping[:3, 3]
+    r = np.rint(lin)
+    if np.abs(lin - r).max() > 1e-4 or np.abs(off - np.rint(off)).max() > 1e-4:
+        return None
+    if not (np.all(np.abs(r).sum(0) == 1) and np.all(np.abs(r).sum(1) == 1)):
+        return None
+    src_sl: list[slice] = []
+    grid_sl: list[slice] = [slice(0, 0)] * 3
+    axes = []
+    for a in range(3):
+        b = int(np.nonzero(r[:, a])[0][0])
+        step, o = int(r[b, a]), int(np.rint(off[b]))
+        v = np.arange(int(source_shape[a]))
+        ok = np.nonzero((step * v + o >= 0) & (step * v + o < int(grid_shape[b])))[0]
+        if ok.size == 0:
+            return (slice(0, 0),) * 3, (slice(0, 0),) * 3, (0, 1, 2)
+        v0, v1 = int(ok[0]), int(ok[-1])
+        p0, p1 = step * v0 + o, step * v1 + o
+        src_sl.append(slice(v0, v1 + 1))
+        grid_sl[b] = slice(p0, p1 + 1) if step > 0 else slice(p0, p1 - 1 if p1 > 0 else None, -1)
+        axes.append(b)
+    return tuple(src_sl), tuple(grid_sl), tuple(axes)
+
+
+def _place_exact(
+    probs: torch.Tensor,
+    placement: tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...]],
+    labels: np.ndarray,
+    full: np.ndarray | None,
+    slab_mvox: float,
+) -> None:
+    """Argmax on the grid by slabs, then copy into the source order (flips, transposes)."""
+    src_sl, grid_sl, axes = placement
+    n_x = probs.shape[1]
+    step = max(1, int(slab_mvox * 1e6) // max(1, probs.shape[2] * probs.shape[3]))
+    grid_labels = torch.empty(
+        probs.shape[1:], dtype=torch.uint8 if probs.shape[0] <= 256 else torch.int32
+    )
+    for x0 in range(0, n_x, step):
+        grid_labels[x0 : x0 + step] = channel_argmax(probs[:, x0 : x0 + step]).cpu()
+    region = grid_labels.numpy()[grid_sl]
+    labels[src_sl] = np.transpose(region, axes)
+    if full is not None:
+        for c in range(probs.shape[0]):
+            chan = probs[c].cpu().numpy()[grid_sl]
+            full[(c, *src_sl)] = np.transpose(chan, axes)
+
+
 def resample_to_source(
     probs: torch.Tensor,
     probs_affine: np.ndarray,
@@ -226,11 +296,15 @@ def resample_to_source(
     full = np.zeros((n_cls, *shape), dtype=np.float16) if return_probabilities else None
     if full is not None:
         full[0] = 1.0
+    placement = _exact_placement(mapping, shape, probs.shape[1:])
+    if placement is not None:  # same spacing: indices only, exact and fast
+        _place_exact(probs, placement, labels, full, slab_mvox)
+        return labels, full
     step = max(1, int(slab_mvox * 1e6) // max(1, shape[0] * shape[1]))
     for k0 in range(0, shape[2], step):
         k1 = min(shape[2], k0 + step)
         sampled, inside = _sample_slab(probs, _slab_coordinates(mapping, shape, k0, k1))
-        slab = torch.argmax(sampled, dim=0).cpu().numpy()
+        slab = channel_argmax(sampled).cpu().numpy()
         slab[~inside] = 0
         labels[:, :, k0:k1] = slab
         if full is not None:
