@@ -68,11 +68,13 @@ class PlansConfig:
 class AugmentConfig:
     """Data augmentation (MONAI transforms), probabilities in the spirit of nnU-Net's.
 
-    ``mirror_axes`` are RAS axes (0 = left-right); leave 0 out when labels are left/right
-    specific. Set a probability to 0 to switch a transform off.
+    ``mirror_axes`` are RAS axes (0 = left-right); ``None`` takes ``Plans.mirror_axes``,
+    which planning derives from the label layout (an axis along which labels always lie in
+    the same order, such as left/right organs, is not mirrored). Set a probability to 0 to
+    switch a transform off.
     """
 
-    mirror_axes: tuple[int, ...] = (0, 1, 2)
+    mirror_axes: tuple[int, ...] | None = None
     mirror_prob: float = 0.5
     rotate_prob: float = 0.2
     rotate_degrees: float = 30.0
@@ -87,7 +89,7 @@ class AugmentConfig:
 
     def validate(self) -> None:
         """Check axes and probabilities."""
-        if any(a not in (0, 1, 2) for a in self.mirror_axes):
+        if self.mirror_axes is not None and any(a not in (0, 1, 2) for a in self.mirror_axes):
             raise MedsegError(
                 f"augment.mirror_axes: expected axes in 0..2, found {self.mirror_axes}"
             )

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from medseg.data.manifest import Case
 from medseg.errors import MedsegError
@@ -45,6 +46,8 @@ class Fingerprint:
         Foreground statistics: ``mean``, ``std``, ``p00_5``, ``p99_5``, ``min``, ``max``.
     class_fractions
         Mean fraction of voxels of each label value (keys as strings for JSON).
+    label_centroids
+        Per case, centroid (mm, RAS axes, from the grid origin) of each label present.
     """
 
     modality: str
@@ -54,6 +57,7 @@ class Fingerprint:
     shapes: list[list[int]]
     intensity: dict[str, float]
     class_fractions: dict[str, float]
+    label_centroids: list[dict[str, list[float]]] = field(default_factory=list)
 
     @property
     def median_spacing(self) -> np.ndarray:
@@ -98,7 +102,7 @@ def compute_fingerprint(
         Seed of the foreground-voxel sub-sampling.
     """
     rng = np.random.default_rng(seed)
-    spacings, shapes, samples = [], [], []
+    spacings, shapes, samples, centroids = [], [], [], []
     counts = np.zeros(max(labels) + 1, dtype=np.float64)
     for case in cases:
         img, lab, spacing = _ras_case(case)
@@ -110,6 +114,7 @@ def compute_fingerprint(
             lab_i = lab.astype(np.int64)
             valid = (lab_i >= 0) & (lab_i < counts.size)
             counts += np.bincount(lab_i[valid].ravel(), minlength=counts.size) / lab_i.size
+            centroids.append(_centroids(lab_i, spacing))
             fg = img[lab_i > 0]
             if fg.size:
                 take = min(_SAMPLES_PER_CASE, fg.size)
@@ -132,7 +137,20 @@ def compute_fingerprint(
         shapes=shapes,
         intensity=intensity,
         class_fractions={str(k): float(f) for k, f in enumerate(fractions) if k in labels},
+        label_centroids=centroids,
     )
+
+
+def _centroids(label: np.ndarray, spacing: np.ndarray) -> dict[str, list[float]]:
+    """Centroid (mm along R, A, S from voxel 0) of each foreground label of a RAS array."""
+    values = [int(v) for v in np.unique(label) if v > 0]
+    if not values:
+        return {}
+    coms = ndimage.center_of_mass(np.ones(label.shape), label, values)
+    return {
+        str(v): [round(float(c) * float(s), 3) for c, s in zip(com, spacing, strict=True)]
+        for v, com in zip(values, coms, strict=True)
+    }
 
 
 def save_fingerprint(fp: Fingerprint, path: str | Path) -> Path:

@@ -53,6 +53,30 @@ def target_spacing(fp: Fingerprint, anisotropy_threshold: float = 3.0) -> tuple[
     return tuple(round(float(s), 5) for s in target)
 
 
+def mirror_axes(fp: Fingerprint, consistency: float = 0.9, min_cases: int = 5) -> tuple[int, ...]:
+    """RAS axes along which mirroring does not contradict a fixed label layout.
+
+    An axis is dropped when, for some pair of foreground labels present together in at
+    least ``min_cases`` cases, one label's centroid lies on the same side of the other's
+    in more than ``consistency`` of those cases (e.g. anterior/posterior hippocampus along
+    A, left/right kidney along R): a mirrored patch would show a layout never seen in real
+    data with the labels swapped in meaning.
+    """
+    keys = sorted({k for c in fp.label_centroids for k in c}, key=int)
+    keep = []
+    for axis in range(3):
+        ordered = False
+        for i, a in enumerate(keys):
+            for b in keys[i + 1 :]:
+                diffs = [c[a][axis] - c[b][axis] for c in fp.label_centroids if a in c and b in c]
+                if len(diffs) >= min_cases:
+                    share = float(np.mean(np.asarray(diffs) < 0))
+                    ordered |= max(share, 1.0 - share) > consistency
+        if not ordered:
+            keep.append(axis)
+    return tuple(keep)
+
+
 def _kernel(sp: np.ndarray) -> tuple[int, int, int]:
     k = [3 if s / sp.min() < 2 else 1 for s in sp]
     return (k[0], k[1], k[2])
@@ -153,6 +177,7 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         intensity_std=max(fp.intensity["std"], 1e-6) if ct else None,
         crop_foreground=True,
         median_shape=tuple(round(float(m)) for m in median),  # type: ignore[arg-type]
+        mirror_axes=mirror_axes(fp),
     )
     network.validate()
     plans.validate()

@@ -91,6 +91,10 @@ class Plans:
         The architecture.
     median_shape
         Median shape (voxels) of the resampled training cases.
+    mirror_axes
+        RAS axes along which mirroring keeps labels meaningful (training augmentation and
+        test-time mirroring). Planning drops an axis along which two labels always lie in
+        the same order (anterior/posterior, left/right structures).
     """
 
     modality: str
@@ -105,6 +109,7 @@ class Plans:
     intensity_std: float | None = None
     crop_foreground: bool = True
     median_shape: tuple[int, int, int] = (0, 0, 0)
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
     version: int = 1
 
     @property

@@ -11,7 +11,7 @@ from medseg.data.manifest import Case
 from medseg.io import write_nifti
 from medseg.training.config import PlansConfig
 from medseg.training.fingerprint import Fingerprint, compute_fingerprint
-from medseg.training.planning import plan, target_spacing
+from medseg.training.planning import mirror_axes, plan, target_spacing
 
 
 def _fingerprint(spacings: list[list[float]], shapes: list[list[int]], modality: str = "MR"):
@@ -51,6 +51,23 @@ def test_fingerprint_values_on_a_phantom(tmp_path: Path) -> None:
     assert fp.intensity["mean"] == pytest.approx(100.0)
     assert fp.intensity["std"] == pytest.approx(0.0)
     assert fp.class_fractions["1"] == pytest.approx(40 / image.size)
+    # label voxels i 3..4, j 5..9, k 4..7 -> centre (7, 5.5, 3.5) mm along (R, A, S)
+    assert fp.label_centroids == [{"1": [3.5, 5.5, 7.0]}]
+
+
+def test_mirroring_is_dropped_along_axes_with_a_fixed_label_layout() -> None:
+    rng = np.random.default_rng(1)
+    centroids = []
+    for _ in range(20):
+        side = rng.choice([-1.0, 1.0])  # label 1 left or right of label 2 at random
+        a = rng.normal(50.0, 3.0, 3)
+        b = a + np.array([side * 5.0, -15.0, rng.normal(0.0, 2.0)])  # 2 always behind 1
+        centroids.append({"1": a.tolist(), "2": b.tolist()})
+    fp = _fingerprint([[1.0, 1.0, 1.0]] * 20, [[40, 40, 40]] * 20)
+    fp = Fingerprint(**{**fp.__dict__, "label_centroids": centroids})
+    assert mirror_axes(fp) == (0, 2)
+    assert plan(fp, "cpu").mirror_axes == (0, 2)
+    assert mirror_axes(_fingerprint([[1.0] * 3] * 2, [[9] * 3] * 2)) == (0, 1, 2)
 
 
 def test_isotropic_plan_covers_small_cases() -> None:
