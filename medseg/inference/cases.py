@@ -54,7 +54,7 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def discover_cases(path: str | Path, *, exclude: Path | None = None) -> list[CaseInput]:
+def discover_cases(path: str | os.PathLike[str], *, exclude: Path | None = None) -> list[CaseInput]:
     """List the cases under ``path``, sorted by name.
 
     Parameters

@@ -253,7 +253,7 @@ def _place_exact(
     if full is not None:
         for c in range(probs.shape[0]):
             chan = probs[c].cpu().numpy()[grid_sl]
-            full[(c, *src_sl)] = np.transpose(chan, axes)
+            full[c][src_sl] = np.transpose(chan, axes)
 
 
 def resample_to_source(
