@@ -65,7 +65,9 @@ class DecisionCandidates:
     crf: CRFConfig | None = dataclasses.field(default_factory=CRFConfig)
 
 
-def _mean_dice(cases: Sequence[Case], labels: Sequence[int], config: PostprocessConfig):
+def _mean_dice(
+    cases: Sequence[Case], labels: Sequence[int], config: PostprocessConfig
+) -> dict[int, float]:
     per_case = []
     for pred, ref, spacing, image, probs in cases:
         out = apply_postprocessing(pred, spacing, config, image=image, probabilities=probs)

@@ -131,23 +131,37 @@ def _filter_components(mask: np.ndarray, step: LabelPostprocessing, voxel_mm3: f
     return keep[components]
 
 
+def _shrink(box: tuple[slice, ...], mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` (a crop at ``box``) in full-volume indices, None when empty."""
+    inner = ndimage.find_objects(mask.astype(np.uint8))
+    if not inner or inner[0] is None:
+        return None
+    return tuple(
+        slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner[0], strict=True)
+    )
+
+
 def _apply_label(
-    out: np.ndarray, label: int, step: LabelPostprocessing, spacing: Sequence[float]
+    out: np.ndarray,
+    label: int,
+    step: LabelPostprocessing,
+    spacing: Sequence[float],
+    box: tuple[slice, ...],
 ) -> None:
-    """Apply ``step`` to ``label`` of ``out`` in place (``out`` is already a private copy)."""
-    boxes = ndimage.find_objects((out == label).astype(np.uint8))
-    if not boxes or boxes[0] is None:
-        return
-    box = boxes[0]
+    """Apply ``step`` to ``label`` of ``out`` in place (``out`` is already a private copy).
+
+    ``box`` contains every voxel of ``label`` (other labels' steps only claim background, so a
+    box taken before them stays valid).
+    """
     if step.largest_component or step.min_size_mm3 > 0:
         region = out[box]
         mask = region == label
         kept = _filter_components(mask, step, float(np.prod(spacing)))
         region[mask & ~kept] = 0
-        boxes = ndimage.find_objects((out == label).astype(np.uint8))
-        if not boxes or boxes[0] is None:
+        shrunk = _shrink(box, kept)
+        if shrunk is None:
             return
-        box = boxes[0]
+        box = shrunk
     if step.closing_mm > 0:
         structure = ellipsoid_structure(step.closing_mm, spacing)
         pad = [s // 2 for s in structure.shape]
@@ -217,8 +231,13 @@ def apply_postprocessing(
         out = crf_refine_labels(probabilities, image, spacing, config.crf).astype(labels.dtype)
     else:
         out = labels.copy()
-    for label in sorted(config.per_label):
-        step = config.per_label[label]
-        if not step.is_noop:
-            _apply_label(out, label, step, spacing)
+    todo = [k for k in sorted(config.per_label) if not config.per_label[k].is_noop]
+    if not todo:
+        return out
+    # one pass for every label's bounding box (find_objects indexes by label value - 1)
+    boxes = ndimage.find_objects(out, max_label=max(todo))
+    for label in todo:
+        box = boxes[label - 1]
+        if box is not None:
+            _apply_label(out, label, config.per_label[label], spacing, box)
     return out
