@@ -41,7 +41,9 @@ def train_command(
         None, "--epochs", help="Epochs (each train.iterations_per_epoch steps)."
     ),
     time_limit: float | None = typer.Option(
-        None, "--time-limit", help="Stop cleanly after MINUTES with a validated best checkpoint."
+        None,
+        "--time-limit",
+        help="Stop each fold cleanly after MINUTES with a validated best checkpoint.",
     ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(

@@ -1,0 +1,48 @@
+"""The preprocessed-case cache: reused across runs, invalidated by plans and file changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.manifest import load_manifest
+from medseg.training.cache import PreprocessedCache, plans_key
+from medseg.training.plans import Plans
+
+
+def _plans(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Plans:
+    return Plans(
+        modality="MRI",
+        labels={0: "background", 1: "oedema", 2: "core"},
+        target_spacing=spacing,
+        normalization="zscore_nonzero",
+        patch_size=(16, 16, 16),
+        batch_size=2,
+    )
+
+
+def test_cache_reuse_and_invalidation(tiny_cohort: Path, tmp_path: Path) -> None:
+    cases = load_manifest(tiny_cohort, tiny_cohort.parent).training[:2]
+    cache = PreprocessedCache(tmp_path, _plans())
+    paths = cache.ensure(cases)
+    arrays = PreprocessedCache.read(paths[0])
+    assert arrays["image"].shape[0] == 1 and arrays["image"].dtype == np.float32
+    assert arrays["label"].shape == arrays["image"].shape and arrays["label"].dtype == np.uint8
+    assert abs(float(arrays["image"][arrays["image"] != 0].mean())) < 0.1  # z-scored
+    stamp = paths[0].stat().st_mtime_ns
+    assert PreprocessedCache(tmp_path, _plans()).ensure(cases) == paths  # reused, not redone
+    assert paths[0].stat().st_mtime_ns == stamp
+    # new plans (spacing) -> another folder, with resampled data
+    coarse = PreprocessedCache(tmp_path, _plans((2.0, 2.0, 2.0)))
+    assert coarse.dir != cache.dir
+    other = coarse.ensure(cases)
+    assert PreprocessedCache.read(other[0])["image"].shape[1] < arrays["image"].shape[1]
+    # fields that do not change preprocessing keep the key
+    assert plans_key(dataclasses.replace(_plans(), batch_size=7)) == plans_key(_plans())
+    # touching a source file -> a new entry for that case only
+    os.utime(cases[0].image, ns=(stamp, stamp + 10**9))
+    again = cache.ensure(cases)
+    assert again[0] != paths[0] and again[1] == paths[1]
