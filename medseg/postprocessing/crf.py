@@ -73,7 +73,7 @@ class CRFConfig:
 
     iterations: int = 5
     spatial_sigma_mm: float = 3.0
-    bilateral_sigma_mm: float = 10.0
+    bilateral_sigma_mm: float = 5.0
     intensity_sigma: float = 0.25
     spatial_weight: float = 1.0
     bilateral_weight: float = 3.0

@@ -2,7 +2,8 @@
 
 Greedy, in this order: for each label, keep the largest component; else remove small objects
 (each candidate threshold, the best one); fill holes; closing (candidate radii, if any); then
-the dense CRF for all labels when every case has probabilities and an image. A candidate is
+the dense CRF for all labels (each candidate setting, the best one) when every case has
+probabilities and an image. A candidate is
 kept only if the mean validation Dice of its label (for the CRF: the mean over labels) improves
 by more than ``min_gain`` and no label's mean Dice drops by more than ``tolerance``. Each
 candidate is evaluated on top of the steps already kept, with :func:`apply_postprocessing`, so
@@ -55,14 +56,21 @@ class DecisionCandidates:
     closing_mm
         Closing radii (mm) to try.
     crf
-        CRF parameters to try when probabilities are given, or ``None`` to never try it.
+        CRF settings to try (the best one that passes the rule is kept) when every case has
+        probabilities and an image; empty to never try the CRF. The default varies the
+        appearance kernel's width, which matters most: on MSD hippocampus with noisy
+        probabilities 3 mm was best, on a 40 mm synthetic sphere 10 mm.
     """
 
     largest_component: bool = True
     min_size_mm3: tuple[float, ...] = (20.0, 200.0)
     fill_holes: bool = True
     closing_mm: tuple[float, ...] = ()
-    crf: CRFConfig | None = dataclasses.field(default_factory=CRFConfig)
+    crf: tuple[CRFConfig, ...] = (
+        CRFConfig(bilateral_sigma_mm=3.0),
+        CRFConfig(bilateral_sigma_mm=5.0),
+        CRFConfig(bilateral_sigma_mm=10.0),
+    )
 
 
 def _mean_dice(
@@ -206,9 +214,9 @@ def decide_postprocessing(
                 )
             ctx["config"] = _try(name, label, alternatives, ctx)
     has_probs = all(c[3] is not None and c[4] is not None for c in cases)
-    if cand.crf is not None and has_probs:
-        crf_config = dataclasses.replace(ctx["config"], crf=cand.crf)
-        ctx["config"] = _try("crf", None, [(to_dict(cand.crf), crf_config)], ctx)
+    if cand.crf and has_probs:
+        alternatives = [(to_dict(c), dataclasses.replace(ctx["config"], crf=c)) for c in cand.crf]
+        ctx["config"] = _try("crf", None, alternatives, ctx)
     report["baseline"] = {str(k): v for k, v in baseline.items()}
     report["final"] = {str(k): v for k, v in ctx["dice"].items()}
     report["config"] = to_dict(ctx["config"])

@@ -21,7 +21,7 @@ from medseg.postprocessing import (
 from medseg.postprocessing.decide import _accept
 
 SPACING = (1.0, 1.0, 2.0)
-NO_CRF = DecisionCandidates(crf=None)
+NO_CRF = DecisionCandidates(crf=())
 
 
 def _case(rng: np.random.Generator):
@@ -56,7 +56,7 @@ def test_keeps_step_that_helps_and_rejects_step_that_hurts(rng) -> None:
 
 def test_small_object_threshold_is_chosen_when_largest_component_is_not_tried(rng) -> None:
     cases = [_case(rng) for _ in range(2)]
-    cand = DecisionCandidates(largest_component=False, min_size_mm3=(10.0, 50.0), crf=None)
+    cand = DecisionCandidates(largest_component=False, min_size_mm3=(10.0, 50.0), crf=())
     config, report = decide_postprocessing(cases, [1, 2], cand)
     assert config.per_label[1].min_size_mm3 == 50.0  # 10 mm^3 leaves the 36 mm^3 blob
     tried = [c for c in report["candidates"] if c["step"] == "min_size_mm3" and c["label"] == 1]
@@ -96,13 +96,18 @@ def test_crf_is_kept_when_it_helps(rng) -> None:
         largest_component=False,
         min_size_mm3=(),
         fill_holes=False,
-        crf=CRFConfig(device="cpu", margin_mm=10.0),
+        crf=(
+            CRFConfig(device="cpu", margin_mm=10.0, bilateral_weight=0.0),
+            CRFConfig(device="cpu", margin_mm=10.0),
+        ),
     )
     config, report = decide_postprocessing(cases, [1], cand)
-    assert config.crf == cand.crf
-    (entry,) = report["candidates"]
-    assert entry["step"] == "crf" and entry["accepted"]
-    assert entry["dice_after"]["1"] > entry["dice_before"]["1"] + 0.1
+    assert config.crf == cand.crf[1]  # the bilateral kernel helps more than smoothing alone
+    first, second = report["candidates"]
+    assert first["step"] == second["step"] == "crf"
+    assert second["accepted"] and not first["accepted"]
+    assert second["dice_after"]["1"] > first["dice_after"]["1"]
+    assert second["dice_after"]["1"] > second["dice_before"]["1"] + 0.1
 
 
 def test_save_and_load_round_trip(tmp_path) -> None:
