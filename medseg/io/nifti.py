@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -76,6 +77,24 @@ def read_nifti(path: Path) -> Volume:
     return Volume(array=array, affine=img.affine, path=Path(path), meta=meta)
 
 
+@functools.lru_cache(maxsize=1)
+def current_umask() -> int:
+    """The process umask, read once (``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Give a finished temporary file normal permissions and rename it onto ``path``.
+
+    ``tempfile.mkstemp`` creates files readable by the owner only; outputs should get the
+    permissions any other new file would (``0o666`` minus the umask).
+    """
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
+
+
 def _atomic_target(path: Path) -> tuple[int, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
@@ -105,7 +124,7 @@ def write_nifti(
     os.close(fd)
     try:
         nib.save(img, str(tmp))
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -188,7 +207,7 @@ def atomic_write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

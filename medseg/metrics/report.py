@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from medseg.io import load_volume
-from medseg.io.nifti import atomic_write_text
+from medseg.io.nifti import atomic_write_text, publish
 from medseg.metrics.evaluate import (
     CasePair,
     Evaluation,
@@ -105,7 +105,7 @@ def overlay_figure(
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

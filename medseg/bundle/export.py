@@ -1,0 +1,295 @@
+"""Export a trained run as a MONAI bundle (MONAI Bundle Specification layout).
+
+Layout written::
+
+    OUT/configs/metadata.json     required metadata (versions, task, labels, data format)
+    OUT/configs/inference.json    runs with ``python -m monai.bundle run``
+    OUT/configs/plans.json        preprocessing + network of the run (read by medseg)
+    OUT/configs/postprocessing.json   the run's decided post-processing (if any)
+    OUT/models/model.pt           state dict of one fold's network
+    OUT/models/model.ts           the same network as TorchScript
+    OUT/docs/README.md, OUT/LICENSE
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medseg.bundle.metadata import build_metadata, schema_path, verify_metadata
+from medseg.errors import MedsegError
+from medseg.io.nifti import atomic_write_text, current_umask
+from medseg.training.checkpoint import load_model
+from medseg.training.plans import Plans, save_plans
+
+logger = logging.getLogger(__name__)
+
+
+def inference_config(plans: Plans) -> dict[str, Any]:
+    """The ``configs/inference.json`` content: MONAI config syntax over medseg's predictor.
+
+    ``network_def`` describes the architecture for MONAI tools (``ckpt_export``); the
+    ``run`` entry predicts ``dataset_dir`` into ``output_dir`` with the same code path as
+    ``medseg predict`` (see :mod:`medseg.bundle.runtime`).
+    """
+    return {
+        # MONAI binds ``$import a.b`` under the name "a.b": import the package for the name
+        # "medseg", and the submodules so that their attributes exist.
+        "imports": [
+            "$import medseg",
+            "$import medseg.bundle.runtime",
+            "$import medseg.training.plans",
+        ],
+        "bundle_root": "$medseg.bundle.runtime.locate_bundle_root()",
+        "dataset_dir": "/workspace/data",
+        "output_dir": "$@bundle_root + '/eval'",
+        "device": "auto",
+        "overlap": 0.5,
+        "sw_batch_size": 4,
+        "tta": False,
+        "postprocess": "auto",
+        "overwrite": False,
+        "network_def": {
+            "_target_": "medseg.networks.build_network",
+            "spec": "$medseg.training.plans.load_plans("
+            "@bundle_root + '/configs/plans.json').network",
+            "in_channels": 1,
+            "out_channels": plans.num_classes,
+        },
+        "predictor": {
+            "_target_": "medseg.bundle.runtime.bundle_predictor",
+            "bundle_root": "@bundle_root",
+            "device": "@device",
+            "overlap": "@overlap",
+            "sw_batch_size": "@sw_batch_size",
+            "tta": "@tta",
+            "postprocess": "@postprocess",
+            "overwrite": "@overwrite",
+        },
+        "run": ["$medseg.bundle.runtime.predict_folder(@predictor, @dataset_dir, @output_dir)"],
+    }
+
+
+def _docs(meta: dict[str, Any], plans: Plans, fold: int, metrics: dict[str, Any]) -> str:
+    labels = "\n".join(f"| {k} | {v} |" for k, v in sorted(plans.labels.items()))
+    perf = json.dumps(metrics, indent=2) if metrics else "(no validation metrics recorded)"
+    return f"""# {meta["name"]} (version {meta["version"]})
+
+{meta["description"]}
+
+Exported by medseg from fold {fold} of a training run. Research use only.
+
+## Labels
+| value | name |
+|---|---|
+{labels}
+
+## Input data
+One 3D {plans.modality} scan per case: a NIfTI/NRRD/MetaImage file or a DICOM series folder.
+Preprocessing (inside the bundle): reorientation to RAS, crop to non-zero voxels,
+normalisation `{plans.normalization}`, resampling to {list(plans.target_spacing)} mm.
+Sliding-window patches of {list(plans.patch_size)} voxels. Masks are written as
+`<case>.nii.gz` on the input scan's own grid (same affine), with a `<case>.json` sidecar.
+
+## Measured accuracy (validation of the training fold)
+```json
+{perf}
+```
+
+## How to run
+```bash
+python -m monai.bundle run --config_file BUNDLE/configs/inference.json \\
+    --dataset_dir /path/to/scans --output_dir /path/to/masks
+# or, without parsing the config:
+medseg predict --model BUNDLE --input /path/to/scans --output /path/to/masks
+```
+`medseg` must be installed. MONAI config `$` expressions are evaluated as Python and
+`_target_` entries are imported: run only bundles you trust. `medseg predict --model BUNDLE`
+does not evaluate `inference.json`; it reads `configs/plans.json` and loads
+`models/model.pt` with `torch.load(weights_only=True)`.
+"""
+
+
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
+
+LICENSE_TEXT = """Apache License 2.0 applies to the code that produced this bundle (medseg).
+The weights were trained by the user of medseg; their licence follows the training data's
+licence. Research use only; not a medical device.
+"""
+
+
+def _torchscript(model: torch.nn.Module, plans: Plans, path: Path, meta: dict[str, Any]) -> None:
+    from monai.networks.utils import convert_to_torchscript
+
+    model = model.cpu().eval()
+    extra = {"metadata.json": json.dumps(meta).encode()}
+    try:
+        convert_to_torchscript(model, filename_or_obj=str(path), extra_files=extra, verify=False)
+    except Exception as exc:  # scripting support varies by network; tracing is the fallback
+        logger.warning("scripting failed (%s); tracing at the patch size instead", exc)
+        example = torch.zeros(1, 1, *plans.patch_size)
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(path), _extra_files=extra)
+
+
+def _fold_metrics(run_dir: Path, fold: int) -> dict[str, Any]:
+    path = run_dir / f"fold_{fold}" / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _performance(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The validation Dice of the exported checkpoint, as recorded by training."""
+    if not isinstance(metrics.get("best_dice"), dict):
+        return None
+    return {
+        "metric": "validation Dice per label (sliding window, preprocessed grid)",
+        "fold": metrics.get("fold"),
+        "epoch": metrics.get("best_epoch"),
+        "dice": metrics["best_dice"],
+    }
+
+
+def _choose_fold(run_dir: Path, fold: int | None) -> int:
+    from medseg.inference.models import available_folds
+
+    folds = available_folds(run_dir, "best")
+    if not folds:
+        raise MedsegError(
+            "expected a trained fold (fold_<k>/checkpoint_best.pt), found none", run_dir
+        )
+    if fold is None:
+        return folds[0]
+    if fold not in folds:
+        raise MedsegError(
+            f"expected one of the trained folds {folds}, found --fold {fold}", run_dir
+        )
+    return fold
+
+
+def export_bundle(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    name: str | None = None,
+    version: str = "0.1.0",
+    fold: int | None = None,
+    description: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a MONAI bundle for one fold of a training run.
+
+    Parameters
+    ----------
+    run_dir
+        A medseg run directory (``plans.json``, ``fold_<k>/checkpoint_best.pt``).
+    out_dir
+        Bundle folder to create; an existing non-empty folder needs ``force``.
+    name, version, description
+        Bundle identity (``version`` as ``X.Y.Z``).
+    fold
+        Which fold's best checkpoint to export (default: the lowest trained fold). A
+        bundle holds one network; fold ensembles stay with ``medseg predict --model RUN``.
+    force
+        Replace an existing bundle folder.
+
+    Returns
+    -------
+    pathlib.Path
+        The bundle folder. It is assembled in a temporary folder and moved into place,
+        so a failed export leaves nothing behind.
+    """
+    run, out = Path(run_dir), Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise MedsegError("bundle folder exists and is not empty (use --force to replace it)", out)
+    k = _choose_fold(run, fold)
+    model, plans = load_model(run, fold=k, which="best", device="cpu")
+    metrics = _fold_metrics(run, k)
+    title = name or run.resolve().name
+    n_labels = len(plans.labels) - 1
+    meta = build_metadata(
+        plans,
+        name=title,
+        version=version,
+        description=description
+        or f"{plans.network.name} segmentation of {plans.modality} scans ({n_labels} labels)",
+        task=f"3D {plans.modality} segmentation: "
+        + ", ".join(v for k_, v in sorted(plans.labels.items()) if k_),
+        performance=_performance(metrics),
+        data_source=str(run.resolve()),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_bundle(tmp, run, model, plans, meta, k, metrics)
+        verify_metadata(tmp / "configs" / "metadata.json")
+        os.chmod(tmp, 0o777 & ~current_umask())
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("exported fold %d of %s as bundle %s", k, run, out)
+    return out
+
+
+def _write_bundle(
+    root: Path,
+    run: Path,
+    model: torch.nn.Module,
+    plans: Plans,
+    meta: dict[str, Any],
+    fold: int,
+    metrics: dict[str, Any],
+) -> None:
+    (root / "configs").mkdir(parents=True)
+    (root / "models").mkdir()
+    (root / "docs").mkdir()
+    atomic_write_text(root / "configs" / "metadata.json", json.dumps(meta, indent=2))
+    atomic_write_text(
+        root / "configs" / "inference.json", json.dumps(inference_config(plans), indent=2)
+    )
+    atomic_write_text(root / "configs" / "logging.conf", LOGGING_CONF)
+    save_plans(plans, root / "configs" / "plans.json")
+    if (run / "postprocessing.json").is_file():
+        shutil.copyfile(run / "postprocessing.json", root / "configs" / "postprocessing.json")
+    shutil.copyfile(schema_path(), root / "configs" / "meta_schema.json")
+    torch.save(model.state_dict(), root / "models" / "model.pt")
+    _torchscript(model, plans, root / "models" / "model.ts", meta)
+    atomic_write_text(root / "docs" / "README.md", _docs(meta, plans, fold, metrics))
+    atomic_write_text(root / "LICENSE", LICENSE_TEXT)

@@ -1,0 +1,213 @@
+"""Bundle export: layout, metadata, TorchScript, and `monai.bundle run` == `medseg predict`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from medseg.bundle import export_bundle, verify_metadata
+from medseg.cli import main
+from medseg.config import to_dict
+from medseg.data.synthetic import CT_LABELS, make_ct_phantom
+from medseg.errors import MedsegError
+from medseg.io import write_nifti
+from medseg.networks import build_network
+from medseg.training.checkpoint import save_checkpoint
+from medseg.training.plans import NetworkSpec, Plans, save_plans
+from medseg.transforms import preprocessing_transforms
+
+SHAPE, SPACING = (40, 36, 20), (1.5, 1.5, 3.0)
+
+
+def _plans() -> Plans:
+    return Plans(
+        modality="CT",
+        labels=dict(CT_LABELS),
+        target_spacing=SPACING,
+        normalization="ct",
+        intensity_clip=(-200.0, 800.0),
+        intensity_mean=60.0,
+        intensity_std=150.0,
+        patch_size=(32, 32, 16),
+        batch_size=2,
+        network=NetworkSpec(channels=(4, 8, 16), strides=((2, 2, 2), (2, 2, 2)), num_res_units=1),
+    )
+
+
+def _fit(plans: Plans) -> torch.nn.Module:
+    """A tiny UNet fitted for a few steps on two phantoms, so masks are not all background."""
+    torch.manual_seed(0)
+    xf = preprocessing_transforms(plans, load=False)
+    xs, ys = [], []
+    for seed in (1, 2):
+        img, lab = make_ct_phantom(SHAPE, SPACING, seed=seed)
+        d = xf({"image": img.to_metatensor(), "label": lab.to_metatensor()})
+        xs.append(d["image"].as_tensor()[:, :32, :32, :16])
+        ys.append(d["label"].as_tensor()[0, :32, :32, :16].long())
+    x, y = torch.stack(xs).float(), torch.stack(ys)
+    net = build_network(plans.network, 1, plans.num_classes)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    for _ in range(25):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("run")
+    plans = _plans()
+    net = _fit(plans)
+    save_plans(plans, root / "plans.json")
+    labels = {str(k): v for k, v in plans.labels.items()}
+    (root / "dataset.json").write_text(json.dumps({"name": "phantom", "labels": labels}))
+    pdict = to_dict(plans)
+    pdict["labels"] = labels
+    state = {"model": net.state_dict(), "epoch": 3, "best_metric": 0.5, "plans": pdict}
+    save_checkpoint(state, root / "fold_0" / "checkpoint_best.pt")
+    metrics = {"fold": "fold_0", "best_epoch": 3, "best_dice": {"liver": 0.5}}
+    (root / "fold_0" / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "phantom_ct"
+    return export_bundle(run_dir, out, name="phantom_ct", version="1.2.3")
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two scans: one RAS and one LPS-oriented, anisotropic."""
+    folder = tmp_path_factory.mktemp("scans")
+    for name, seed, codes in (("ras_case", 3, "RAS"), ("lps_case", 4, "LPS")):
+        img, _ = make_ct_phantom(SHAPE, SPACING, seed=seed, axcodes=codes)
+        write_nifti(img.array, img.affine, folder / f"{name}.nii.gz")
+    return folder
+
+
+def test_layout_and_metadata(bundle: Path) -> None:
+    for rel in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "configs/plans.json",
+        "configs/logging.conf",
+        "models/model.pt",
+        "models/model.ts",
+        "docs/README.md",
+        "LICENSE",
+    ):
+        assert (bundle / rel).is_file(), rel
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    verify_metadata(bundle / "configs/metadata.json")
+    assert meta["version"] == "1.2.3" and "1.2.3" in meta["changelog"]
+    for key in ("monai_version", "pytorch_version", "numpy_version", "task", "authors"):
+        assert meta[key], key
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert pred["num_channels"] == 6 and pred["channel_def"]["5"] == "lesion"
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["spacing_mm"] == list(SPACING) and image["format"] == "hounsfield"
+    assert meta["performance"]["dice"] == {"liver": 0.5}
+    assert "liver" in (bundle / "docs/README.md").read_text()
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".")]  # no temp dir
+
+
+def test_monai_verify_metadata_offline(bundle: Path) -> None:
+    from monai.bundle import verify_metadata as monai_verify
+
+    monai_verify(
+        meta_file=str(bundle / "configs/metadata.json"),
+        filepath=str(bundle / "configs/meta_schema.json"),
+    )
+
+
+def test_metadata_missing_field_is_reported(bundle: Path, tmp_path: Path) -> None:
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(MedsegError, match="channel_def"):
+        verify_metadata(bad)
+
+
+def test_torchscript_matches_state_dict(bundle: Path) -> None:
+    plans = _plans()
+    net = build_network(plans.network, 1, plans.num_classes)
+    net.load_state_dict(torch.load(bundle / "models/model.pt", weights_only=True))
+    scripted = torch.jit.load(str(bundle / "models/model.ts"))
+    x = torch.randn(1, 1, 32, 32, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net.eval()(x))
+
+
+def test_monai_bundle_run_equals_medseg_predict(bundle: Path, scans: Path, tmp_path: Path) -> None:
+    out_bundle, out_medseg = tmp_path / "bundle_out", tmp_path / "medseg_out"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", str(bundle / "configs/inference.json"),
+        "--dataset_dir", str(scans), "--output_dir", str(out_bundle), "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["predict", "--model", str(bundle), "--input", str(scans), "--output", str(out_medseg)]
+    assert main([*args, "--device", "cpu"]) == 0
+    n_labelled = 0
+    for name in ("ras_case", "lps_case"):
+        a = nib.load(out_bundle / f"{name}.nii.gz")
+        b = nib.load(out_medseg / f"{name}.nii.gz")
+        src = nib.load(scans / f"{name}.nii.gz")
+        np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+        np.testing.assert_allclose(a.affine, src.affine, atol=1e-6)
+        assert nib.aff2axcodes(a.affine) == nib.aff2axcodes(src.affine)
+        n_labelled += int(np.count_nonzero(np.asarray(a.dataobj)))
+    assert n_labelled > 0  # the comparison is not between two empty masks
+
+
+def test_predict_never_evaluates_bundle_config(bundle: Path, scans: Path, tmp_path: Path) -> None:
+    """Loading a bundle for `medseg predict` reads plans + weights only, never inference.json."""
+    copy = tmp_path / "untrusted"
+    import shutil
+
+    shutil.copytree(bundle, copy)
+    marker = tmp_path / "pwned"
+    cfg = json.loads((copy / "configs/inference.json").read_text())
+    cfg["bundle_root"] = f"$open({str(marker)!r}, 'w').write('x')"
+    (copy / "configs/inference.json").write_text(json.dumps(cfg))
+    args = ["predict", "--model", str(copy), "--input", str(scans / "ras_case.nii.gz")]
+    assert main([*args, "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    assert (tmp_path / "out" / "ras_case.nii.gz").is_file()
+    assert not marker.exists()
+
+
+def test_export_refuses_to_overwrite(run_dir: Path, bundle: Path) -> None:
+    before = (bundle / "models/model.pt").read_bytes()
+    with pytest.raises(MedsegError, match="--force"):
+        export_bundle(run_dir, bundle)
+    assert (bundle / "models/model.pt").read_bytes() == before
+    assert main(["export-bundle", str(run_dir), str(bundle)]) == 1
+
+
+def test_export_errors_name_the_run(tmp_path: Path, run_dir: Path) -> None:
+    with pytest.raises(MedsegError, match="trained fold"):
+        export_bundle(tmp_path, tmp_path / "out")
+    with pytest.raises(MedsegError, match=r"\[0\]"):
+        export_bundle(run_dir, tmp_path / "out2", fold=3)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_export_cli(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli_bundle"
+    assert main(["export-bundle", str(run_dir), str(out), "--name", "x", "--version", "2.0.0"]) == 0
+    assert json.loads((out / "configs/metadata.json").read_text())["version"] == "2.0.0"
+    assert main(["verify-bundle", str(out)]) == 0
