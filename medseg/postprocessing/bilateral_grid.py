@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F  # noqa: N812  (torch convention)
 
-# Grid cells per kernel sigma: per voxel the cost is the same, but a finer grid costs memory and
-# cache. Against brute force (8x8x6 tests) 1.0 gives ~1% mean error, 1.5 about 0.3%.
+# Grid cells per kernel sigma. Against brute force (8x8x6 tests) 1.0 gives ~1% mean error, 1.5
+# about 0.3%; but at 1.5 a 5 mm bilateral grid has as many cells as an 8.4 Mvox volume and each
+# iteration costs ~0.6 s more (blur, slicing cache misses) for no measurable change in Dice.
 SPATIAL_CELLS_PER_SIGMA = 1.0
-BILATERAL_CELLS_PER_SIGMA = 1.5
+BILATERAL_CELLS_PER_SIGMA = 1.0
 _SLAB_VOXELS = 1 << 21  # voxels sliced/splatted per grid_sample call (bounds temporaries)
 _CACHE_VOXELS = 1 << 24  # cache per-voxel coordinates (20-24 bytes/voxel/kernel) up to this
 

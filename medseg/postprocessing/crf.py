@@ -16,19 +16,21 @@ Approximation (why this is hand-written: MONAI's ``CRF`` needs the ``monai._C`` 
 the wheels lack, and pydensecrf is a single-threaded C++ build): the O(N^2) filtering is done on
 a *bilateral grid* (Paris & Durand 2006, Chen et al. 2007). Voxel values are splatted with
 multilinear weights onto a coarse (intensity, x, y, z) grid with ``c`` cells per sigma along
-each axis (1.5 for the bilateral kernel, 1 for the spatial one), blurred there with separable
-Gaussians of ``sqrt(c^2 - 1/3)`` cells (so that splat tent + blur + slice tent has about the
-requested variance), and sliced back with multilinear interpolation. Slicing is
-``torch.nn.functional.grid_sample`` (trilinear over the merged (intensity-bin, x) axis, y and z,
-plus a linear blend of neighbouring intensity bins); splatting is its exact adjoint, written
-with ``index_add_`` (tested), so the filter is symmetric. The spatial kernel uses the same grid
-without the intensity axis. Against brute force on 8x8x6 volumes with an intensity step the
-mean error is about 1% of the filtered value for the bilateral kernel and 2-3% for the spatial
-one (tests allow 3%); the grid's tents are not exactly Gaussian. The self term ``j = i`` is not
-excluded, which adds a tiny bias towards the current label (the kernel mass of one voxel is
-< 1% for sigmas of a few voxels). The image is clipped to its 0.5-99.5 percentiles to bound
-the grid size. Everything is float32; per-voxel grid coordinates are cached (about 44 bytes per
-voxel for both kernels) for volumes up to 16.7 Mvox and recomputed per pass beyond that.
+each axis (``c = 1`` by default), blurred there with separable Gaussians of ``sqrt(c^2 - 1/3)``
+cells (so that splat tent + blur + slice tent has about the requested variance), and sliced
+back with multilinear interpolation. Slicing is ``torch.nn.functional.grid_sample`` (trilinear
+over the merged (intensity-bin, x) axis, y and z, plus a linear blend of neighbouring intensity
+bins); splatting is its exact adjoint, written with ``index_add_`` (tested), so the filter is
+symmetric. The spatial kernel uses the same grid without the intensity axis.
+
+Against brute force on 8x8x6 volumes with an intensity step the mean error is about 1% of the
+filtered value for the bilateral kernel and 2-3% for the spatial one (tests allow 3%;
+``c = 1.5`` roughly halves it): the grid's tents are not exactly Gaussian. The self term
+``j = i`` is not excluded, which adds a tiny bias towards the current label (one voxel's share
+of the kernel mass is < 1% for sigmas of a few voxels). The image is clipped to its 0.5-99.5
+percentiles to bound the grid size. Everything is float32; per-voxel grid coordinates are
+cached (about 44 bytes per voxel for both kernels) for volumes up to 16.7 Mvox and recomputed
+per pass beyond that.
 """
 
 from __future__ import annotations
