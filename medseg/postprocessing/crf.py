@@ -114,10 +114,23 @@ def _zscore_clipped(image: torch.Tensor) -> torch.Tensor:
     return (clipped - clipped.mean()) / (std if float(std) > 0 else 1.0)
 
 
-def _check_inputs(probabilities: torch.Tensor, image: torch.Tensor, spacing: Sequence[float]):
-    if probabilities.ndim != 4:
+def _as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Share memory where possible; copies numpy views with negative strides (flipped arrays)."""
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array)
+    if any(s < 0 for s in array.strides):
+        array = np.ascontiguousarray(array)
+    return torch.from_numpy(array)
+
+
+def _check_inputs(
+    probabilities: torch.Tensor, image: torch.Tensor, spacing: Sequence[float]
+) -> None:
+    if probabilities.ndim != 4 or probabilities.shape[0] < 2:
         raise MedsegError(
-            f"dense_crf: expected probabilities (C, I, J, K), found {probabilities.shape}"
+            "dense_crf: expected probabilities (C, I, J, K) with C >= 2, found shape "
+            f"{tuple(probabilities.shape)}"
         )
     if tuple(image.shape) != tuple(probabilities.shape[1:]):
         raise MedsegError(
@@ -158,9 +171,10 @@ def dense_crf(
         If shapes or spacing are inconsistent.
     """
     config = config or CRFConfig()
+    config.validate()
     device = resolve_device(config.device)
-    probs = torch.as_tensor(probabilities).to(device=device, dtype=torch.float32)
-    img = torch.as_tensor(image).to(device=device, dtype=torch.float32)
+    probs = _as_tensor(probabilities).to(device=device, dtype=torch.float32)
+    img = _as_tensor(image).to(device=device, dtype=torch.float32)
     _check_inputs(probs, img, spacing)
     with torch.inference_mode():
         unary = torch.log(probs.clamp_min(1e-6))
@@ -238,13 +252,13 @@ def crf_refine_labels(
         (I, J, K) uint8 (or uint16 when C > 255) label map.
     """
     config = config or CRFConfig()
-    probs = torch.as_tensor(probabilities)
+    probs = _as_tensor(probabilities)
     dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
     labels = probs.argmax(dim=0).cpu().numpy().astype(dtype)
     box = _foreground_box(labels, spacing, config.margin_mm)
     if box is None:
         return labels
-    img = torch.as_tensor(image)
+    img = _as_tensor(image)
     channels_box = (slice(None), *box)
     refined = dense_crf(probs[channels_box], img[box], spacing, config)
     labels[box] = refined.argmax(axis=0).astype(dtype)

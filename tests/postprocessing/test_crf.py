@@ -159,3 +159,14 @@ def test_splat_is_the_adjoint_of_slice(rng, bilateral: bool) -> None:
     lhs = float((grid.slice(g) * v).sum())
     rhs = float((g * grid.splat(v)).sum())
     assert lhs == pytest.approx(rhs, rel=1e-4)
+
+
+def test_flipped_numpy_views_are_accepted(rng) -> None:
+    _, image, probs = _noisy_case(rng, shape=(12, 10, 8))
+    flipped = dense_crf(probs[:, ::-1], image[::-1], (1.0, 1.0, 2.0), CPU)
+    straight = dense_crf(
+        np.ascontiguousarray(probs[:, ::-1]), image[::-1].copy(), (1.0, 1.0, 2.0), CPU
+    )
+    np.testing.assert_allclose(flipped, straight, atol=1e-6)
+    with pytest.raises(MedsegError, match="C >= 2"):
+        dense_crf(probs[:1], image, (1.0, 1.0, 2.0), CPU)
