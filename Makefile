@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m medseg.demo --out demo_output
+	$(BIN)/python -m medseg.demo --out demo_output --force
 
 test: $(STAMP)
 	$(BIN)/ruff check .
