@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from medseg.errors import MedsegError
@@ -22,6 +23,15 @@ from medseg.postprocessing.decide import _accept
 
 SPACING = (1.0, 1.0, 2.0)
 NO_CRF = DecisionCandidates(crf=())
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny volumes: extra threads only add overhead on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _case(rng: np.random.Generator):
@@ -78,7 +88,7 @@ def test_rule_needs_a_gain_and_no_label_worse(after, target, expected) -> None:
     assert _accept(before, after, target, gain=0.0, tol=1e-9) is expected
 
 
-def test_crf_is_kept_when_it_helps(rng) -> None:
+def test_crf_is_kept_when_it_helps(rng, one_thread) -> None:
     shape = (24, 24, 12)
     ii, jj, kk = np.meshgrid(
         *[np.arange(n) * s for n, s in zip(shape, SPACING, strict=True)], indexing="ij"
