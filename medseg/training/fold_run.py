@@ -21,6 +21,7 @@ def _out_of_time(tr: FoldTrainer, epoch_s: float, val_s: float) -> bool:
     """True when another epoch (plus a final validation) would overrun the deadline."""
     if not math.isfinite(tr.deadline_s):
         return False
+    val_s = val_s or 0.2 * epoch_s  # not measured yet: a guess for the final validation
     return tr.state.elapsed_s + 1.1 * epoch_s + val_s > tr.deadline_s
 
 
