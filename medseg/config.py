@@ -75,9 +75,17 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise MedsegError(f"{where}: expected a mapping, found {value!r}")
         kt, vt = args if args else (Any, Any)
         return {
-            _coerce(kt, k, f"{where} key"): _coerce(vt, v, f"{where}.{k}") for k, v in value.items()
+            _coerce(kt, _json_key(kt, k), f"{where} key"): _coerce(vt, v, f"{where}.{k}")
+            for k, v in value.items()
         }
     return _check_scalar(tp, value, where)
+
+
+def _json_key(key_type: Any, key: Any) -> Any:
+    """JSON object keys are strings: read ``"1"`` as ``1`` where the key type is ``int``."""
+    if key_type is int and isinstance(key, str) and key.lstrip("-").isdigit():
+        return int(key)
+    return key
 
 
 def _name(tp: Any) -> str:

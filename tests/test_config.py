@@ -1,0 +1,83 @@
+"""The config machinery: dataclass trees from YAML, validated, with helpful errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from medseg.config import apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
+from medseg.errors import MedsegError
+
+
+@dataclass(frozen=True)
+class Inner:
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    mode: Literal["a", "b"] = "a"
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    inner: Inner = field(default_factory=Inner)
+    names: dict[int, str] = field(default_factory=dict)
+    channels: tuple[int, ...] = (1, 2)
+
+
+def test_round_trip_through_yaml(tmp_path: Path) -> None:
+    cfg = Outer(name="run", inner=Inner((0.5, 0.5, 3), "b", 7), names={1: "liver"}, channels=(4,))
+    path = dump_yaml(cfg, tmp_path / "c.yaml")
+    assert from_dict(Outer, load_yaml(path)) == cfg
+    assert to_dict(cfg)["inner"]["spacing"] == [0.5, 0.5, 3.0]
+
+
+def test_ints_are_accepted_as_floats_and_json_keys_as_ints() -> None:
+    cfg = from_dict(Outer, {"inner": {"spacing": [1, 2, 3]}, "names": {"1": "a", 2: "b"}})
+    assert cfg.inner.spacing == (1.0, 2.0, 3.0)
+    assert cfg.names == {1: "a", 2: "b"}
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        ({"nmae": "x"}, r"unknown key 'nmae' \(did you mean 'name'\?\)"),
+        ({"inner": {"spacing": [1, 2]}}, r"config.inner.spacing: expected 3 values, found 2"),
+        ({"inner": {"mode": "c"}}, r"config.inner.mode: expected one of \['a', 'b'\]"),
+        ({"inner": {"limit": "3"}}, r"config.inner.limit"),
+        ({"name": 3}, r"config.name: expected str, found 3"),
+        ({"inner": 5}, r"config.inner: expected a mapping"),
+        ({"channels": [1, True]}, r"config.channels\[1\]: expected int, found True"),
+    ],
+)
+def test_errors_name_the_key(data: dict, pattern: str) -> None:
+    with pytest.raises(MedsegError, match=pattern):
+        from_dict(Outer, data)
+
+
+def test_overrides_set_dotted_keys_and_skip_none() -> None:
+    data = apply_overrides({"inner": {"mode": "a"}}, {"inner.limit": 4, "name": None})
+    assert data == {"inner": {"mode": "a", "limit": 4}}
+    assert from_dict(Outer, data).inner.limit == 4
+
+
+def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(MedsegError, match=r"bad\.yaml: invalid YAML"):
+        load_yaml(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(MedsegError, match="expected a YAML mapping"):
+        load_yaml(listing)
+    with pytest.raises(MedsegError, match="config file not found"):
+        load_yaml(tmp_path / "missing.yaml")
+    assert load_yaml(_empty(tmp_path)) == {}
+
+
+def _empty(tmp_path: Path) -> Path:
+    p = tmp_path / "empty.yaml"
+    p.write_text("")
+    return p
