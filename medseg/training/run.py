@@ -41,7 +41,14 @@ from medseg.training.plans import load_plans, save_plans
 
 logger = logging.getLogger(__name__)
 
-_RUN_FILES = ("config.yaml", "plans.json", "fingerprint.json", "splits.json", "dataset.json")
+_RUN_FILES = (
+    "config.yaml",
+    "plans.json",
+    "fingerprint.json",
+    "splits.json",
+    "dataset.json",
+    "postprocessing.json",
+)
 
 
 def resolve_device(name: str) -> str:
