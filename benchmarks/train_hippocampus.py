@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--out {args.out} --fold 0 --folds 5 --time-limit {args.minutes}",
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "wall_minutes": round(wall / 60, 2),
         "training_minutes": round(summary["elapsed_s"] / 60, 2),
         "epochs": summary["epochs"],

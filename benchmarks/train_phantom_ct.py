@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "minutes_limit": args.minutes,
         "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
         "torch_threads": torch.get_num_threads(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "epochs": summary["epochs"],
         "steps": summary["steps"],
         "data_wait_share": round(summary["data_wait_share"], 4),
