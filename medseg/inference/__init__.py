@@ -1,0 +1,17 @@
+"""Prediction: a :class:`Predictor` (trained run or bundle -> masks on the scans' own grids) and
+folder-level batch prediction (:func:`predict_batch`)."""
+
+from medseg.inference.batch import BatchSummary, CaseResult, predict_batch
+from medseg.inference.config import InferConfig
+from medseg.inference.postprocess_decision import decide_run_postprocessing
+from medseg.inference.predictor import Prediction, Predictor
+
+__all__ = [
+    "BatchSummary",
+    "CaseResult",
+    "InferConfig",
+    "Prediction",
+    "Predictor",
+    "decide_run_postprocessing",
+    "predict_batch",
+]
