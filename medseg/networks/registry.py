@@ -7,6 +7,7 @@ All networks take ``(B, in_channels, X, Y, Z)`` and return logits
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from monai.networks.nets import BasicUNet, DynUNet, SegResNet, UNet, VNet
@@ -24,7 +25,7 @@ def _unet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
         in_channels=in_ch,
         out_channels=out_ch,
         channels=spec.channels,
-        strides=spec.strides,
+        strides=spec.strides,  # type: ignore[arg-type]  # per-axis strides work; stub says int
         num_res_units=spec.num_res_units,
         norm="INSTANCE",
         dropout=spec.dropout,
@@ -67,6 +68,8 @@ def _segresnet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
         in_channels=in_ch,
         out_channels=out_ch,
         init_filters=spec.channels[0],
+        # GroupNorm with 8 groups (MONAI's default) needs widths divisible by 8.
+        norm=("GROUP", {"num_groups": math.gcd(8, spec.channels[0])}),
         dropout_prob=spec.dropout or None,
     )
 

@@ -1,0 +1,53 @@
+"""The network registry: every name builds a MONAI network with the right output shape."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medseg.errors import MedsegError
+from medseg.networks import NETWORKS, build_network
+from medseg.training.plans import NetworkSpec
+
+SMALL = {
+    "unet": NetworkSpec("unet", (4, 8, 16), ((2, 2, 1), (2, 2, 2)), num_res_units=1),
+    "dynunet": NetworkSpec(
+        "dynunet", (4, 8, 16), ((2, 2, 1), (2, 2, 2)), ((3, 3, 1), (3, 3, 3), (3, 3, 3))
+    ),
+    "segresnet": NetworkSpec("segresnet", (4, 8, 16), ((2, 2, 2), (2, 2, 2))),
+    "basicunet": NetworkSpec("basicunet", (4, 4, 8, 16, 32), ((2, 2, 2),) * 4),
+    "vnet": NetworkSpec("vnet", (16, 32), ((2, 2, 2),)),
+}
+
+
+def test_every_registered_network_is_covered() -> None:
+    assert set(SMALL) == set(NETWORKS)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_builds_and_keeps_spatial_shape(name: str) -> None:
+    torch.manual_seed(0)
+    net = build_network(SMALL[name], in_channels=1, out_channels=3).eval()
+    x = torch.randn(1, 1, 32, 32, 16)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (1, 3, 32, 32, 16)
+
+
+def test_dynunet_deep_supervision_outputs_in_training() -> None:
+    spec = NetworkSpec("dynunet", (4, 8, 16, 32), ((2, 2, 2),) * 3, deep_supervision=True)
+    net = build_network(spec, 1, 2).train()
+    y = net(torch.randn(2, 1, 32, 32, 32))
+    assert y.shape[:3] == (2, 3, 2)  # full resolution + 2 deep-supervision heads
+
+
+def test_unknown_network_lists_the_registry() -> None:
+    spec = NetworkSpec.__new__(NetworkSpec)
+    object.__setattr__(spec, "name", "resnet")
+    with pytest.raises(MedsegError, match=r"unknown network 'resnet'.*unet"):
+        build_network(spec, 1, 2)
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(MedsegError, match="expected 2 strides"):
+        NetworkSpec("unet", (4, 8, 16), ((2, 2, 2),)).validate()
