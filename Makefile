@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy medseg
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(STAMP)
