@@ -50,8 +50,9 @@ class PlansConfig:
     """Overrides of the automatically planned values (``None``/0/empty: keep the plan).
 
     ``step_voxels`` is the budget of voxels per optimisation step (patch voxels x batch)
-    that sizes patch and batch; 0 picks a device default (CPU ~0.6 M: about 0.4 s per step
-    of the light U-Net on 2 cores; CUDA 4 M).
+    that sizes the batch, ``patch_voxels`` the largest patch; 0 picks device defaults
+    (CPU 0.3 M and 0.3 M: about 0.25 s per step of the light U-Net on 2 idle cores; CUDA
+    4 M and 2 M).
     """
 
     model: ModelName = "auto"
@@ -61,6 +62,7 @@ class PlansConfig:
     channels: tuple[int, ...] = ()
     normalization: Literal["auto", "ct", "zscore_nonzero", "zscore"] = "auto"
     step_voxels: int = 0
+    patch_voxels: int = 0
     anisotropy_threshold: float = 3.0
 
 

@@ -6,7 +6,8 @@ memory model, because on CPU the budget that matters is time per step:
 * target spacing: median spacing; if one axis is much coarser (``anisotropy_threshold``)
   and has few voxels, its target is the 10th percentile of its spacings instead;
 * patch: the median resampled shape, shrunk along its physically largest axis until it fits
-  half the step budget, then rounded up to a multiple of the network's total stride;
+  the patch budget, then rounded up to a multiple of the network's total stride; batch:
+  the step budget over the patch voxels (2..16);
 * pooling: an axis is pooled while its feature map keeps >= 8 voxels and its current
   spacing is at most twice the finest current spacing (so coarse axes are not pooled
   early); kernels are 1 along axes still twice coarser than the finest (``dynunet``).
@@ -24,8 +25,14 @@ from medseg.training.plans import NetworkSpec, Plans
 
 logger = logging.getLogger(__name__)
 
-CPU_STEP_VOXELS = 600_000
+# Voxels per optimisation step (patch x batch). On 2 CPU cores, MSD Hippocampus reached a
+# higher Dice in a fixed time with 3 whole-case patches per step than with 6 (0.859 vs 0.849
+# mean Dice after 15 minutes): more, smaller steps win when compute is the limit.
+CPU_STEP_VOXELS = 300_000
 CUDA_STEP_VOXELS = 4_000_000
+# Largest patch (voxels) before it is shrunk along its physically longest axis.
+CPU_PATCH_VOXELS = 300_000
+CUDA_PATCH_VOXELS = 2_000_000
 _MIN_FEATURE = 8  # pool an axis only if it has at least this many voxels
 _MAX_POOLS = {"unet": 4, "dynunet": 5, "vnet": 4, "segresnet": 3, "basicunet": 4}
 _WIDTHS = {
@@ -128,11 +135,13 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
     shapes = np.asarray(fp.shapes, float) * np.asarray(fp.spacings, float) / spacing
     median = np.median(shapes, axis=0)
     model = cfg.model if cfg.model != "auto" else ("dynunet" if device == "cuda" else "unet")
-    budget = cfg.step_voxels or (CUDA_STEP_VOXELS if device == "cuda" else CPU_STEP_VOXELS)
+    cuda = device == "cuda"
+    budget = cfg.step_voxels or (CUDA_STEP_VOXELS if cuda else CPU_STEP_VOXELS)
+    max_patch = cfg.patch_voxels or (CUDA_PATCH_VOXELS if cuda else CPU_PATCH_VOXELS)
     if cfg.patch_size is not None:
         patch = np.asarray(cfg.patch_size, dtype=float)
     else:
-        patch = _fit_patch(median, spacing, budget / 2)
+        patch = _fit_patch(median, spacing, max_patch)
     strides, kernels = pooling(patch, spacing, _MAX_POOLS[model])
     if model in ("vnet", "segresnet", "basicunet"):  # fixed isotropic topologies
         strides = [(2, 2, 2)] * _MAX_POOLS[model]

@@ -109,6 +109,7 @@ def test_isotropic_data_is_not_treated_as_anisotropic() -> None:
 
 def test_step_budget_shrinks_patch() -> None:
     fp = _fingerprint([[1.0, 1.0, 1.0]] * 3, [[300, 300, 200]] * 3)
-    plans = plan(fp, "cpu", PlansConfig(step_voxels=400_000))
+    plans = plan(fp, "cpu", PlansConfig(step_voxels=400_000, patch_voxels=200_000))
     assert np.prod(plans.patch_size) <= 1.3 * 200_000
     assert plans.batch_size == 2
+    assert plan(fp, "cpu", PlansConfig(step_voxels=4_000_000, patch_voxels=200_000)).batch_size > 10
