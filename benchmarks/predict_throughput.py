@@ -13,7 +13,8 @@ cases (seeded CT phantoms written as NIfTI) and the same preprocessing (the run'
 
 Before timing, both pipelines run once on a small case (imports, oneDNN kernel set-up).
 
-Prints the wall-clock ratio (medseg / MONAI; < 1 is faster) and the voxel agreement of the two
+Each side runs twice in A-B-B-A order (seconds summed per side). Prints the wall-clock ratio
+(medseg / MONAI; < 1 is faster) and the voxel agreement of the two
 outputs, and writes ``benchmarks/results/predict_throughput.json``. Timings on shared machines
 vary: compare the ratio from one run, not absolute seconds across runs.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -152,9 +154,19 @@ def main() -> None:
         warm_in = write_nifti(warm.array, warm.affine, tmp / "warm" / "w.nii.gz")
         plain_monai(run, [warm_in], tmp / "warm_monai", args.overlap, args.sw_batch_size)
         run_medseg(run, tmp / "warm", tmp / "warm_medseg", args.overlap, args.sw_batch_size)
-        t_monai = plain_monai(run, inputs, tmp / "monai", args.overlap, args.sw_batch_size)
-        t_medseg = run_medseg(run, tmp / "in", tmp / "medseg", args.overlap, args.sw_batch_size)
-        agree = agreement(tmp / "monai", tmp / "medseg", [p.name for p in inputs])
+        # A-B-B-A order cancels a linear drift of the machine's load (shared CPUs).
+        t_monai, t_medseg, reps = 0.0, 0.0, []
+        for n, side in enumerate(("monai", "medseg", "medseg", "monai")):
+            load = os.getloadavg()[0]
+            if side == "monai":
+                t = plain_monai(run, inputs, tmp / f"monai{n}", args.overlap, args.sw_batch_size)
+                t_monai += t
+            else:
+                folder = tmp / f"medseg{n}"
+                t = run_medseg(run, tmp / "in", folder, args.overlap, args.sw_batch_size)
+                t_medseg += t
+            reps.append({"side": side, "seconds": round(t, 2), "load_avg_1min": load})
+        agree = agreement(tmp / "monai0", tmp / "medseg1", [p.name for p in inputs])
     result = {
         "cases": args.cases,
         "shape": list(args.shape),
@@ -166,6 +178,7 @@ def main() -> None:
         "seconds_plain_monai": round(t_monai, 2),
         "seconds_medseg": round(t_medseg, 2),
         "ratio_medseg_over_monai": round(t_medseg / t_monai, 3),
+        "runs_abba": reps,
         **{k: round(v, 5) for k, v in agree.items()},
         "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__,
