@@ -10,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from medseg.io.nifti import publish
 from medseg.io.volume import Volume
 
 
@@ -50,7 +51,7 @@ def write_probabilities(probabilities: Volume, path: str | os.PathLike[str]) -> 
     os.close(fd)
     try:
         nib.save(img, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
