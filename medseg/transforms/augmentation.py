@@ -91,7 +91,8 @@ def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float
             )
         )
         steps.append(CenterSpatialCropd(KEYS, roi_size=tuple(int(p) for p in patch)))
-    steps += [RandFlipd(KEYS, prob=aug.mirror_prob, spatial_axis=a) for a in aug.mirror_axes]
+    axes = plans.mirror_axes if aug.mirror_axes is None else aug.mirror_axes
+    steps += [RandFlipd(KEYS, prob=aug.mirror_prob, spatial_axis=a) for a in axes]
     return steps
 
 
