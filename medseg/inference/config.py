@@ -23,8 +23,8 @@ class InferConfig:
     checkpoint
         ``"best"`` (``checkpoint_best.pt``) or ``"last"`` (``checkpoint_last.pt``).
     tta
-        Mirror test-time augmentation: average over the 8 flips of the three axes
-        (multiplies compute by 8).
+        Mirror test-time augmentation: average over the flips of the axes the model was
+        trained to mirror (``Plans.mirror_axes``; all three axes: 8 flips, 8x compute).
     overlap
         Fraction of overlap between neighbouring windows (nnU-Net: 0.5).
     sw_batch_size

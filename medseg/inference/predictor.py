@@ -117,6 +117,11 @@ class Predictor:
         self.postprocessing = postprocessing
         self.identity = identity or {}
         self._transforms = preprocessing_transforms(plans, keys=("image",), load=False)
+        if self.config.tta and not plans.mirror_axes:
+            logger.warning(
+                "--tta has no effect: the model was trained without mirroring "
+                "(plans.mirror_axes is empty, e.g. for left/right-specific labels)"
+            )
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -217,6 +222,7 @@ class Predictor:
             sw_batch_size=cfg.sw_batch_size,
             sigma_scale=cfg.sigma_scale,
             tta=cfg.tta,
+            tta_axes=self.plans.mirror_axes,
             device=self.device,
             dtype=self._accumulation_dtype(pre.image.shape[1:]),
         )

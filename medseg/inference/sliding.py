@@ -47,11 +47,16 @@ def gaussian_weights(roi_size: Sequence[int], sigma_scale: float = 0.125) -> tor
     return torch.clamp(w / w.max(), min=WEIGHT_FLOOR)
 
 
-def mirror_axes(tta: bool) -> list[tuple[int, ...]]:
-    """Flips applied per window: ``[()]`` without TTA, the 8 subsets of axes (2, 3, 4) with it."""
+def mirror_axes(tta: bool, axes: Sequence[int] = (0, 1, 2)) -> list[tuple[int, ...]]:
+    """Flips applied per window: ``[()]`` without TTA, every subset of ``axes`` with it.
+
+    ``axes`` are spatial axes (0..2, RAS); the returned tuples index the batched tensor
+    ``(B, C, X, Y, Z)``. With all three axes TTA averages 8 mirrorings.
+    """
     if not tta:
         return [()]
-    return [c for n in range(4) for c in itertools.combinations((2, 3, 4), n)]
+    dims = tuple(2 + int(a) for a in axes)
+    return [c for n in range(len(dims) + 1) for c in itertools.combinations(dims, n)]
 
 
 def window_predictor(
@@ -60,13 +65,14 @@ def window_predictor(
     tta: bool,
     device: torch.device,
     out_dtype: torch.dtype,
+    tta_axes: Sequence[int] = (0, 1, 2),
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Callable mapping windows ``(B, 1, X, Y, Z)`` to mean softmax ``(B, C, X, Y, Z)``.
 
     The mean runs over every model (fold) and every mirroring; networks always see float32
     (float16 autocast only on CUDA: on this CPU half precision is slower, see FACTS).
     """
-    flips = mirror_axes(tta)
+    flips = mirror_axes(tta, tta_axes)
     n = len(models) * len(flips)
     use_amp = device.type == "cuda"
 
@@ -102,6 +108,7 @@ def sliding_probabilities(
     tta: bool = False,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    tta_axes: Sequence[int] = (0, 1, 2),
 ) -> torch.Tensor:
     """Blended class probabilities of ``image`` by sliding-window inference.
 
@@ -116,6 +123,9 @@ def sliding_probabilities(
         padded by MONAI and cropped back.
     overlap, sw_batch_size, sigma_scale, tta
         See :class:`~medseg.inference.config.InferConfig`.
+    tta_axes
+        Spatial axes (RAS) mirrored by TTA: those the model was trained to be invariant to
+        (``Plans.mirror_axes``); mirroring a left/right-specific model would hurt it.
     device
         Where the networks run and the blended map lives (default: CPU).
     dtype
@@ -128,7 +138,7 @@ def sliding_probabilities(
     """
     device = device or torch.device("cpu")
     weights = gaussian_weights(roi_size, sigma_scale)
-    predictor = window_predictor(models, tta=tta, device=device, out_dtype=dtype)
+    predictor = window_predictor(models, tta=tta, device=device, out_dtype=dtype, tta_axes=tta_axes)
     # The accumulator takes the input's dtype in MONAI: pass the image in ``dtype``.
     inputs = torch.as_tensor(image).as_subclass(torch.Tensor).to(dtype)[None]
     with torch.inference_mode():

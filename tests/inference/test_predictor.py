@@ -260,3 +260,12 @@ def test_resample_with_interpolation_matches_scipy() -> None:
     assert np.allclose(full[:, inside], ref[:, inside], atol=2e-3)
     assert (labels[inside] == ref.argmax(0)[inside]).mean() > 0.995
     assert not labels[~inside].any() and (~inside).any()
+
+
+def test_tta_mirrors_only_the_planned_axes() -> None:
+    from medseg.inference.sliding import mirror_axes
+
+    assert mirror_axes(False, (0, 1, 2)) == [()]
+    assert len(mirror_axes(True, (0, 1, 2))) == 8
+    assert mirror_axes(True, (1,)) == [(), (3,)]
+    assert mirror_axes(True, ()) == [()]
