@@ -1,6 +1,6 @@
 """Small-structure benchmark: train on synthetic CT phantoms (organs + small lesions).
 
-Writes a seeded cohort with ``medseg.data.synthetic.write_ct_cohort``, trains fold 0 of 5
+Writes a seeded cohort with ``medseg.data.cohorts.write_ct_cohort``, trains fold 0 of 5
 with the defaults for ``--minutes`` and reports validation Dice per label (liver, kidney,
 spleen, bone, lesion), so the effect of foreground oversampling on lesions is visible.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from medseg.data.synthetic import write_ct_cohort
+from medseg.data.cohorts import write_ct_cohort
 from medseg.training.config import load_run_config
 from medseg.training.run import train
 

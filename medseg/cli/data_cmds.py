@@ -82,7 +82,7 @@ def synth_ct_cmd(
     force: bool = typer.Option(False, "--force", help="Write into a non-empty folder."),
 ) -> None:
     """Write a synthetic CT cohort (HU images, organ + lesion labels, dataset.json)."""
-    from medseg.data.synthetic import write_ct_cohort
+    from medseg.data.cohorts import write_ct_cohort
 
     if out_dir.exists() and not out_dir.is_dir():
         raise MedsegError("expected a folder for the cohort, found a file", out_dir)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg.data.synthetic import write_ct_cohort
+from medseg.data.cohorts import write_ct_cohort
 
 SMALL_SHAPE = (24, 24, 12)
 SMALL_SPACING = (3.0, 3.0, 5.0)

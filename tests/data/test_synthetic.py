@@ -11,16 +11,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from medseg.data.cohorts import write_ct_cohort, write_mr_cohort, write_volume_as_dicom
 from medseg.data.manifest import load_manifest, validate_manifest
-from medseg.data.synthetic import (
-    CT_LABELS,
-    MR_LABELS,
-    make_ct_phantom,
-    make_mr_phantom,
-    write_ct_cohort,
-    write_mr_cohort,
-    write_volume_as_dicom,
-)
+from medseg.data.synthetic import CT_LABELS, MR_LABELS, make_ct_phantom, make_mr_phantom
 from medseg.errors import MedsegError
 from medseg.io import load_volume
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from medseg.data.synthetic import write_mr_cohort
+from medseg.data.cohorts import write_mr_cohort
 from medseg.training.config import RunConfig, load_run_config
 
 
