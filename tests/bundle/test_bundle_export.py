@@ -12,72 +12,20 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from tiny_run import SHAPE, SPACING, make_tiny_run, tiny_plans
 
 from medseg.bundle import export_bundle, verify_metadata
 from medseg.cli import main
-from medseg.config import to_dict
-from medseg.data.synthetic import CT_LABELS, make_ct_phantom
+from medseg.data.synthetic import make_ct_phantom
 from medseg.errors import MedsegError
 from medseg.io import write_nifti
 from medseg.networks import build_network
-from medseg.training.checkpoint import save_checkpoint
-from medseg.training.plans import NetworkSpec, Plans, save_plans
-from medseg.transforms import preprocessing_transforms
-
-SHAPE, SPACING = (40, 36, 20), (1.5, 1.5, 3.0)
-
-
-def _plans() -> Plans:
-    return Plans(
-        modality="CT",
-        labels=dict(CT_LABELS),
-        target_spacing=SPACING,
-        normalization="ct",
-        intensity_clip=(-200.0, 800.0),
-        intensity_mean=60.0,
-        intensity_std=150.0,
-        patch_size=(32, 32, 16),
-        batch_size=2,
-        network=NetworkSpec(channels=(4, 8, 16), strides=((2, 2, 2), (2, 2, 2)), num_res_units=1),
-    )
-
-
-def _fit(plans: Plans) -> torch.nn.Module:
-    """A tiny UNet fitted for a few steps on two phantoms, so masks are not all background."""
-    torch.manual_seed(0)
-    xf = preprocessing_transforms(plans, load=False)
-    xs, ys = [], []
-    for seed in (1, 2):
-        img, lab = make_ct_phantom(SHAPE, SPACING, seed=seed)
-        d = xf({"image": img.to_metatensor(), "label": lab.to_metatensor()})
-        xs.append(d["image"].as_tensor()[:, :32, :32, :16])
-        ys.append(d["label"].as_tensor()[0, :32, :32, :16].long())
-    x, y = torch.stack(xs).float(), torch.stack(ys)
-    net = build_network(plans.network, 1, plans.num_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
-    for _ in range(25):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("run")
-    plans = _plans()
-    net = _fit(plans)
-    save_plans(plans, root / "plans.json")
-    labels = {str(k): v for k, v in plans.labels.items()}
-    (root / "dataset.json").write_text(json.dumps({"name": "phantom", "labels": labels}))
-    pdict = to_dict(plans)
-    pdict["labels"] = labels
-    state = {"model": net.state_dict(), "epoch": 3, "best_metric": 0.5, "plans": pdict}
-    save_checkpoint(state, root / "fold_0" / "checkpoint_best.pt")
-    metrics = {"fold": "fold_0", "best_epoch": 3, "best_dice": {"liver": 0.5}}
-    (root / "fold_0" / "metrics.json").write_text(json.dumps(metrics))
-    return root
+    return make_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +89,7 @@ def test_metadata_missing_field_is_reported(bundle: Path, tmp_path: Path) -> Non
 
 
 def test_torchscript_matches_state_dict(bundle: Path) -> None:
-    plans = _plans()
+    plans = tiny_plans()
     net = build_network(plans.network, 1, plans.num_classes)
     net.load_state_dict(torch.load(bundle / "models/model.pt", weights_only=True))
     scripted = torch.jit.load(str(bundle / "models/model.ts"))
