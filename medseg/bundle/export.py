@@ -184,6 +184,17 @@ def _performance(metrics: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _data_source(run: Path) -> str:
+    """The training dataset's name and description from ``RUN_DIR/dataset.json`` (no paths)."""
+    try:
+        data = json.loads((run / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return "unknown"
+    if not isinstance(data, dict):
+        return "unknown"
+    return " - ".join(str(data[k]) for k in ("name", "description") if data.get(k)) or "unknown"
+
+
 def _choose_fold(run_dir: Path, fold: int | None) -> int:
     from medseg.inference.models import available_folds
 
@@ -250,7 +261,7 @@ def export_bundle(
         task=f"3D {plans.modality} segmentation: "
         + ", ".join(v for k_, v in sorted(plans.labels.items()) if k_),
         performance=_performance(metrics),
-        data_source=str(run.resolve()),
+        data_source=_data_source(run),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
