@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         "data.folds": 5,
         "train.time_limit_minutes": args.minutes,
         "train.threads": args.threads or None,
-        "train.postprocess_decision": False,
     }
     cfg = load_run_config(args.config, overrides)
     t0 = time.perf_counter()
@@ -75,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "final_dice": summary["final_dice"],
         "curve": summary["curve"],
         "plans": json.loads((args.out / "plans.json").read_text()),
+        "postprocessing": _postprocessing(args.out, summary["best_dice"]),
     }
     args.result.parent.mkdir(parents=True, exist_ok=True)
     args.result.write_text(json.dumps(result, indent=1))
@@ -83,7 +83,28 @@ def main(argv: list[str] | None = None) -> int:
         dice = " ".join(f"{v:10.3f}" for v in point["dice"].values())
         print(f"{point['minutes']:8.1f} {point['epoch']:6d} {dice}")
     print(f"best: {summary['best_dice']}  (wrote {args.result})")
+    post = result["postprocessing"]
+    if post:
+        print(f"after the post-processing decided on validation: {post['final_dice']}")
     return 0
+
+
+def _postprocessing(run: Path, best: dict[str, float]) -> dict[str, object] | None:
+    """Validation Dice before/after the post-processing ``medseg train`` decides (by name)."""
+    path = run / "postprocessing.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())["report"]
+    names = list(best)  # label names in label order (1, 2, ...)
+    by_name = {  # the report is keyed by label value
+        key: {names[int(k) - 1]: v for k, v in report[key].items()} for key in ("baseline", "final")
+    }
+    return {
+        "config": json.loads(path.read_text())["config"],
+        "baseline_dice": by_name["baseline"],
+        "final_dice": by_name["final"],
+        "decide_seconds": report.get("decide_seconds"),
+    }
 
 
 if __name__ == "__main__":
