@@ -56,7 +56,6 @@ def _vnet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
         spatial_dims=3,
         in_channels=in_ch,
         out_channels=out_ch,
-        dropout_prob=spec.dropout or None,
         dropout_prob_down=spec.dropout or None,
         dropout_prob_up=(spec.dropout or None, spec.dropout),
     )
