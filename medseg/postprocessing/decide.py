@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from medseg.config import from_dict, to_dict
 from medseg.errors import MedsegError
@@ -146,6 +147,20 @@ def _try(
     return best[1]
 
 
+def _multi_instance(cases: Sequence[Case], label: int) -> bool:
+    """True when any reference holds ``label`` as more than one connected component.
+
+    nnU-Net's rule would still try "largest component" there and, with few validation cases
+    and a weak model, may keep it; for lesion-like labels (several per scan) it then deletes
+    true lesions on every new case. Such labels are never reduced to one component.
+    """
+    for case in cases:
+        ref = np.asarray(case[1]) == label
+        if ref.any() and ndimage.label(ref, structure=np.ones((3, 3, 3)))[1] > 1:
+            return True
+    return False
+
+
 def decide_postprocessing(
     cases: Sequence[Case],
     labels: Sequence[int],
@@ -200,11 +215,15 @@ def decide_postprocessing(
         min_gain=min_gain,
         tolerance=tolerance,
     )
+    multi = {label: _multi_instance(cases, label) for label in labels}
+    report["multi_instance_labels"] = [label for label in labels if multi[label]]
     for label in labels:
         for name, options in _label_candidates(cand):
             current = ctx["config"].per_label.get(label, LabelPostprocessing())
             if name == "min_size_mm3" and current.largest_component:
                 continue  # nothing left to remove
+            if name == "largest_component" and multi[label]:
+                continue  # several lesions per case: keeping one would be wrong on new cases
             alternatives = []
             for params in options:
                 step = dataclasses.replace(current, **params)

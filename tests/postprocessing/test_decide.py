@@ -145,3 +145,23 @@ def test_load_errors_name_the_file(tmp_path) -> None:
         load_postprocessing(bad)
     with pytest.raises(MedsegError, match="expected cases"):
         decide_postprocessing([], [1])
+
+
+def test_multi_lesion_labels_are_never_reduced_to_one_component(rng) -> None:
+    """Two true lesions per reference: 'largest component' would raise validation Dice here
+    (it removes the false positive) but deletes real lesions on new cases: not tried."""
+    cases = []
+    for _ in range(3):
+        ref = np.zeros((30, 24, 12), np.uint8)
+        ref[3:9, 3:9, 2:6] = 1
+        ref[20:23, 15:18, 6:9] = 1  # a second, smaller lesion
+        pred = ref.copy()
+        pred[20:23, 15:18, 6:9] = 0  # missed
+        pred[12:14, 2:4, 9:11] = 1  # a false positive that largest-component would remove
+        cases.append((pred, ref, SPACING, None, None))
+    config, report = decide_postprocessing(cases, [1], NO_CRF)
+    assert report["multi_instance_labels"] == [1]
+    assert not config.per_label.get(1, LabelPostprocessing()).largest_component
+    assert not any(c["step"] == "largest_component" for c in report["candidates"])
+    # small-object removal is still available for such labels
+    assert any(c["step"] == "min_size_mm3" for c in report["candidates"])
