@@ -79,6 +79,17 @@ def test_monai_verify_metadata_offline(bundle: Path) -> None:
     )
 
 
+def test_monai_verify_metadata_rejects_a_broken_file(bundle: Path, tmp_path: Path) -> None:
+    from monai.bundle import verify_metadata as monai_verify
+
+    meta = json.loads((bundle / "configs/metadata.json").read_text())
+    del meta["network_data_format"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="network_data_format"):
+        monai_verify(meta_file=str(bad), filepath=str(bundle / "configs/meta_schema.json"))
+
+
 def test_metadata_missing_field_is_reported(bundle: Path, tmp_path: Path) -> None:
     meta = json.loads((bundle / "configs/metadata.json").read_text())
     del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
