@@ -24,6 +24,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from medseg.config import to_dict
 from medseg.metrics.overlap import dice_per_label
@@ -68,6 +69,18 @@ def learning_rate(base: float, progress: float, schedule: str, warmup: float) ->
     if schedule == "poly":
         return base * (1.0 - q) ** 0.9 + 1e-6
     return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * q)))
+
+
+# Networks whose CPU training step is faster in channels-last-3d layout (measured with
+# benchmarks/train_step_layout.py: UNet ~20 %, SegResNet ~25 %, DynUNet ~10 % faster; BasicUNet
+# and VNet unchanged or slower). On CUDA the gain is unmeasured here, so "auto" keeps it off.
+CHANNELS_LAST_CPU = ("unet", "segresnet", "dynunet")
+
+
+def memory_format(setting: str, network: str, device: str) -> torch.memory_format:
+    """The memory layout to train in: ``channels_last_3d`` or ``contiguous_format``."""
+    on = setting == "on" or (setting == "auto" and device == "cpu" and network in CHANNELS_LAST_CPU)
+    return torch.channels_last_3d if on else torch.contiguous_format
 
 
 def seed_epoch(seed: int, epoch: int, transform: Any | None) -> None:
@@ -119,7 +132,18 @@ class FoldTrainer:
         self.state = FoldState()
         seed_epoch(self.tc.seed, -1, None)  # weight initialisation follows the seed
         self.net = build_network(plans.network, 1, plans.num_classes).to(device)
+        self.memory_format = memory_format(self.tc.channels_last, plans.network.name, device)
+        self.net = self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model: nn.Module = self.net
+        # Weight averaging from torch itself (no hand-written EMA); buffers (norm statistics)
+        # are averaged too. Validation and the checkpoints' "model" use the averaged weights.
+        self.averaged: AveragedModel | None = None
+        if self.tc.weight_ema > 0:
+            self.averaged = AveragedModel(
+                self.net,
+                multi_avg_fn=get_ema_multi_avg_fn(self.tc.weight_ema),
+                use_buffers=True,
+            )
         if dist.enabled:
             ids = [dist.local_rank] if device == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
@@ -179,8 +203,8 @@ class FoldTrainer:
     def checkpoint_state(self) -> dict[str, Any]:
         """The full training state (``weights_only``-loadable)."""
         s = self.state
-        return {
-            "model": self.net.state_dict(),
+        state: dict[str, Any] = {
+            "model": self.eval_net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "schedule": {"step": s.step, "elapsed_s": s.elapsed_s, "base_lr": self.base_lr},
@@ -193,6 +217,15 @@ class FoldTrainer:
             "plans": _plans_dict(self.plans),
             "config": to_dict(self.cfg),
         }
+        if self.averaged is not None:  # resume needs the raw weights and the average's count
+            state["train_model"] = self.net.state_dict()
+            state["averaged"] = self.averaged.state_dict()
+        return state
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network that is validated and checkpointed (the weight average when on)."""
+        return self.averaged.module if self.averaged is not None else self.net
 
     def resume(self) -> bool:
         """Restore from ``checkpoint_last.pt`` if it exists; return whether it did."""
@@ -200,7 +233,13 @@ class FoldTrainer:
         if not path.is_file():
             return False
         ck = load_checkpoint(path, self.device)
-        self.net.load_state_dict(ck["model"])
+        if self.averaged is not None and "averaged" in ck:
+            self.net.load_state_dict(ck["train_model"])
+            self.averaged.load_state_dict(ck["averaged"])
+        else:
+            self.net.load_state_dict(ck.get("train_model", ck["model"]))
+            if self.averaged is not None:  # averaging switched on at resume: start it here
+                self.averaged.module.load_state_dict(self.net.state_dict())
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scaler.load_state_dict(ck["scaler"])
         s = self.state
@@ -258,6 +297,7 @@ class FoldTrainer:
     def step(self, batch: dict[str, Any]) -> float:
         """One optimisation step on a batch; return the loss."""
         image = batch["image"].to(self.device, non_blocking=True).as_tensor()
+        image = image.contiguous(memory_format=self.memory_format)
         label = batch["label"].to(self.device, non_blocking=True).as_tensor().long()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(
@@ -273,13 +313,16 @@ class FoldTrainer:
         nn.utils.clip_grad_norm_(self.net.parameters(), self.tc.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.net)
         return float(loss.detach())
 
     # ------------------------------------------------------------------ validation
     @torch.inference_mode()
     def validate(self) -> dict[int, float]:
         """Mean Dice per foreground label over the whole validation volumes."""
-        self.net.eval()
+        net = self.eval_net
+        net.eval()
         fg = [k for k in self.plans.labels if k != 0]
         scores: dict[int, list[float]] = {k: [] for k in fg}
         for case in self.val_cases:
@@ -291,7 +334,7 @@ class FoldTrainer:
                     image,
                     self.plans.patch_size,
                     4,
-                    self.net,
+                    net,
                     overlap=self.tc.val_overlap,
                     mode="gaussian",
                 )
@@ -299,7 +342,7 @@ class FoldTrainer:
             dice = dice_per_label(pred, case["label"][0].numpy(), fg)
             for k in fg:
                 scores[k].append(dice[k])
-        self.net.train()
+        net.train()
         return {k: float(np.mean(v)) if v else 0.0 for k, v in scores.items()}
 
     def record_validation(self, dice: dict[int, float]) -> bool:

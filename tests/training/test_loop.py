@@ -64,11 +64,15 @@ def test_deterministic_runs_repeat(make_config, tmp_path: Path) -> None:
     assert not _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
 
 
-def test_kill_and_resume_matches_uninterrupted(make_config, tmp_path: Path) -> None:
-    full = make_config(**{"train.deterministic": True, "train.epochs": 3})
+@pytest.mark.parametrize("weight_ema", [0.0, 0.8])
+def test_kill_and_resume_matches_uninterrupted(
+    make_config, tmp_path: Path, weight_ema: float
+) -> None:
+    common = {"train.deterministic": True, "train.epochs": 3, "train.weight_ema": weight_ema}
+    full = make_config(**common)
     train(full, tmp_path / "full")
     # stop abruptly in the middle of epoch 2 (no checkpoint written for it), as SIGKILL would
-    killed = make_config(**{"train.deterministic": True, "train.epochs": 3, "train.max_steps": 5})
+    killed = make_config(**common, **{"train.max_steps": 5})
     with pytest.raises(StopRequestedError):
         train(killed, tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")["epoch"] == 1
@@ -79,6 +83,23 @@ def test_kill_and_resume_matches_uninterrupted(make_config, tmp_path: Path) -> N
     assert _same(a["model"], b["model"])
     assert a["schedule"]["step"] == b["schedule"]["step"]
     assert a["best_metric"] == pytest.approx(b["best_metric"])
+    if weight_ema:
+        assert _same(a["train_model"], b["train_model"])
+        assert _same(a["averaged"], b["averaged"])
+
+
+def test_weight_average_is_what_is_validated_and_saved(make_config, tmp_path: Path) -> None:
+    cfg = make_config(**{"train.epochs": 2, "train.weight_ema": 0.8})
+    train(cfg, tmp_path / "run")
+    ck = load_checkpoint(tmp_path / "run" / "fold_0" / "checkpoint_last.pt")
+    steps = ck["schedule"]["step"]
+    assert int(ck["averaged"]["n_averaged"]) == steps == 6
+    averaged = {k[len("module.") :]: v for k, v in ck["averaged"].items() if k != "n_averaged"}
+    assert _same(ck["model"], averaged)  # the averaged weights are the checkpoint's model
+    assert not _same(ck["model"], ck["train_model"])
+    # predictors load "model": the averaged network
+    model, _ = load_model(tmp_path / "run", 0, which="last")
+    assert _same(model.state_dict(), ck["model"])
 
 
 def test_time_limit_stops_with_validated_best(make_config, tmp_path: Path) -> None:
