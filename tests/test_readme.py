@@ -70,3 +70,18 @@ def test_readme_python_api_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert (tmp_path / "ct_mask.nii.gz").is_file()
     rows = namespace["rows"]
     assert [r["label"] for r in rows] == [1, 2] and all(0.0 <= r["dice"] <= 1.0 for r in rows)
+
+
+def test_readme_config_block_is_a_valid_run_config(tmp_path: Path) -> None:
+    """The YAML shown under "Configuration" loads into ``RunConfig`` with the defaults it states."""
+    from medseg.config import to_dict
+    from medseg.training.config import RunConfig, load_run_config
+
+    section = README.read_text(encoding="utf-8").split("## Configuration", 1)[1]
+    block = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)[0]
+    path = tmp_path / "run.yaml"
+    path.write_text(block)
+    shown = load_run_config(path)
+    defaults = to_dict(RunConfig())
+    for name, section_values in to_dict(shown).items():
+        assert section_values == defaults[name], f"README shows non-default values in {name}"
