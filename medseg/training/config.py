@@ -111,8 +111,8 @@ class TrainConfig:
     ``weight_ema`` (0: off) is the per-step decay of an exponential moving average of the
     weights (``torch.optim.swa_utils``): when on, validation and the checkpoints' ``model``
     use the averaged weights. ``channels_last`` trains in the channels-last-3d memory
-    layout; ``auto`` turns it on where it was measured to help (CPU, U-Net, SegResNet and
-    DynUNet: about 20 % faster steps for the U-Net, ``benchmarks/train_step_layout.py``).
+    layout; ``auto`` turns it on where it was measured to help (CPU with U-Net, SegResNet,
+    DynUNet or VNet: 10-25 % faster steps, ``benchmarks/train_step_layout.py``).
     """
 
     epochs: int = 1000

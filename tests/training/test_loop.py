@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from medseg.networks.registry import build_network
 from medseg.training.checkpoint import load_checkpoint, load_model
-from medseg.training.loop import StopRequestedError
+from medseg.training.loop import StopRequestedError, memory_format, seed_epoch
+from medseg.training.plans import load_plans
 from medseg.training.run import train
 
 
@@ -110,3 +112,32 @@ def test_time_limit_stops_with_validated_best(make_config, tmp_path: Path) -> No
     assert result["epochs"] < 1000
     assert result["curve"], "the final epoch must be validated"
     assert (tmp_path / "run" / "fold_0" / "checkpoint_best.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("setting", "network", "device", "layout"),
+    [
+        ("auto", "unet", "cpu", torch.channels_last_3d),
+        ("auto", "basicunet", "cpu", torch.contiguous_format),
+        ("auto", "unet", "cuda", torch.contiguous_format),
+        ("on", "basicunet", "cuda", torch.channels_last_3d),
+        ("off", "unet", "cpu", torch.contiguous_format),
+    ],
+)
+def test_memory_layout_choice(setting: str, network: str, device: str, layout) -> None:
+    assert memory_format(setting, network, device) == layout
+
+
+def test_channels_last_training_matches_contiguous_closely(make_config, tmp_path: Path) -> None:
+    """The layout changes speed, not the model: the two runs differ by float rounding only."""
+    runs = {}
+    for setting in ("on", "off"):
+        cfg = make_config(**{"train.epochs": 1, "train.channels_last": setting})
+        train(cfg, tmp_path / setting)
+        runs[setting] = _weights(tmp_path / setting)
+    seed_epoch(0, -1, None)  # the initial weights, as FoldTrainer builds them
+    plans = load_plans(tmp_path / "off" / "plans.json")
+    init = build_network(plans.network, 1, plans.num_classes).state_dict()
+    moved = sum(float((runs["off"][k] - init[k]).norm()) for k in init)
+    apart = sum(float((runs["on"][k] - runs["off"][k]).norm()) for k in init)
+    assert moved > 0 and apart < 0.05 * moved
