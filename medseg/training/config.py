@@ -109,10 +109,11 @@ class TrainConfig:
     budget ends first (epochs or time), so a time-limited run still anneals.
     ``ema_alpha`` smooths the validation metric that picks the best checkpoint;
     ``weight_ema`` (0: off) is the per-step decay of an exponential moving average of the
-    weights (``torch.optim.swa_utils``): when on, validation and the checkpoints' ``model``
-    use the averaged weights. ``channels_last`` trains in the channels-last-3d memory
-    layout; ``auto`` turns it on where it was measured to help (CPU with U-Net, SegResNet,
-    DynUNet or VNet: 10-25 % faster steps, ``benchmarks/train_step_layout.py``).
+    weights (``torch.optim.swa_utils.AveragedModel``, decay warmed up over the first
+    steps): when on, validation and the checkpoints' ``model`` use the averaged weights.
+    ``channels_last`` trains in the channels-last-3d memory layout; ``auto`` turns it on
+    where it was measured to help (CPU with U-Net, SegResNet, DynUNet or VNet: 10-25 %
+    faster steps, ``benchmarks/train_step_layout.py``).
     """
 
     epochs: int = 1000

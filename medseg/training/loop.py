@@ -24,7 +24,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from medseg.config import to_dict
 from medseg.metrics.overlap import dice_per_label
@@ -82,6 +82,30 @@ def memory_format(setting: str, network: str, device: str) -> torch.memory_forma
     """The memory layout to train in: ``channels_last_3d`` or ``contiguous_format``."""
     on = setting == "on" or (setting == "auto" and device == "cpu" and network in CHANNELS_LAST_CPU)
     return torch.channels_last_3d if on else torch.contiguous_format
+
+
+def warmup_ema(decay: float) -> Any:
+    """``multi_avg_fn`` for ``AveragedModel``: an EMA whose decay warms up with the step count.
+
+    ``torch.optim.swa_utils.get_ema_multi_avg_fn`` uses a fixed decay, so with 0.999 the
+    average still holds 37 % of the random initial weights after 1,000 steps; here the decay
+    is ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the warm-up used by timm's
+    ``ModelEmaV3`` and TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``).
+    """
+
+    @torch.no_grad()
+    def update(
+        averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor | int
+    ) -> None:
+        steps = int(n)
+        d = min(decay, (1.0 + steps) / (10.0 + steps))
+        for a, c in zip(averaged, current, strict=True):
+            if a.is_floating_point():
+                a.lerp_(c, 1.0 - d)
+            else:  # integer buffers (counters) follow the model
+                a.copy_(c)
+
+    return update
 
 
 def seed_epoch(seed: int, epoch: int, transform: Any | None) -> None:
@@ -142,7 +166,7 @@ class FoldTrainer:
         if self.tc.weight_ema > 0:
             self.averaged = AveragedModel(
                 self.net,
-                multi_avg_fn=get_ema_multi_avg_fn(self.tc.weight_ema),
+                multi_avg_fn=warmup_ema(self.tc.weight_ema),
                 use_buffers=True,
             )
         if dist.enabled:

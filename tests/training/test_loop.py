@@ -9,7 +9,7 @@ import torch
 
 from medseg.networks.registry import build_network
 from medseg.training.checkpoint import load_checkpoint, load_model
-from medseg.training.loop import StopRequestedError, memory_format, seed_epoch
+from medseg.training.loop import StopRequestedError, memory_format, seed_epoch, warmup_ema
 from medseg.training.plans import load_plans
 from medseg.training.run import train
 
@@ -141,3 +141,13 @@ def test_channels_last_training_matches_contiguous_closely(make_config, tmp_path
     moved = sum(float((runs["off"][k] - init[k]).norm()) for k in init)
     apart = sum(float((runs["on"][k] - runs["off"][k]).norm()) for k in init)
     assert moved > 0 and apart < 0.05 * moved
+
+
+def test_weight_ema_decay_warms_up() -> None:
+    update = warmup_ema(0.999)
+    avg, cur = [torch.zeros(3)], [torch.ones(3)]
+    update(avg, cur, 1)  # second update: decay 2/11, mostly the current weights
+    torch.testing.assert_close(avg[0], torch.full((3,), 9.0 / 11.0))
+    avg = [torch.zeros(3)]
+    update(avg, cur, 10**6)  # late: the configured decay
+    torch.testing.assert_close(avg[0], torch.full((3,), 0.001))
