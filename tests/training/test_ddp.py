@@ -9,43 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_cli import train_cli_args
 
 from medseg.training.checkpoint import load_checkpoint
 
 
 def _command(tiny_cohort: Path, tmp_path: Path, epochs: int) -> list[str]:
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        "plans: {channels: [4, 8, 16], patch_size: [16, 16, 16], batch_size: 2}\n"
-        f"data: {{cache_dir: {tmp_path / 'cache'}, folds: 3}}\n"
-        "train: {iterations_per_epoch: 2, num_workers: 0, threads: 1, val_every: 1}\n"
-    )
-    out = tmp_path / "run"
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "medseg",
-        "train",
-        "--manifest",
-        str(tiny_cohort),
-        "--data-root",
-        str(tiny_cohort.parent),
-        "--out",
-        str(out),
-        "--config",
-        str(cfg),
-        "--epochs",
-        str(epochs),
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--no-postprocess-decision",
-    ]
+    args = train_cli_args(tiny_cohort, tmp_path, tmp_path / "run", epochs=epochs)
+    runner = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*runner, "--nproc_per_node", "2", "-m", "medseg", *args]
 
 
 def test_torchrun_two_processes_gloo(tiny_cohort: Path, tmp_path: Path) -> None:
@@ -74,7 +46,7 @@ def test_torchrun_resume_on_every_rank(tiny_cohort: Path, tmp_path: Path) -> Non
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     # every rank resumes from the same checkpoint and finishes the longer budget
     proc = subprocess.run(
-        [*cmd[:-6], "--epochs", "3", *cmd[-4:], "--resume"],
+        [*cmd[:-6], "--epochs", "3", *cmd[-4:], "--resume"],  # --epochs N comes 6th from last
         capture_output=True,
         text=True,
         timeout=180,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_cli import train_cli_args
 
 from medseg.training.checkpoint import load_checkpoint
 
@@ -20,34 +21,8 @@ EPOCHS = 4
 
 
 def _command(tiny_cohort: Path, tmp_path: Path, out: Path, *extra: str) -> list[str]:
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        "plans: {channels: [4, 8, 16], patch_size: [16, 16, 16], batch_size: 2}\n"
-        f"data: {{cache_dir: {tmp_path / 'cache'}, folds: 3}}\n"
-        "train: {iterations_per_epoch: 12, num_workers: 0, threads: 1, val_every: 1}\n"
-    )
-    return [
-        sys.executable,
-        "-m",
-        "medseg",
-        "train",
-        "--manifest",
-        str(tiny_cohort),
-        "--data-root",
-        str(tiny_cohort.parent),
-        "--out",
-        str(out),
-        "--config",
-        str(cfg),
-        "--epochs",
-        str(EPOCHS),
-        "--device",
-        "cpu",
-        "--deterministic",
-        "--no-progress",
-        "--no-postprocess-decision",
-        *extra,
-    ]
+    args = train_cli_args(tiny_cohort, tmp_path, out, epochs=EPOCHS, iterations=12)
+    return [sys.executable, "-m", "medseg", *args, "--deterministic", *extra]
 
 
 def _epochs_logged(run: Path) -> int:
