@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from train_cli import train_cli_args
 
 from medseg.cli import main
 from medseg.errors import MedsegError
@@ -35,6 +36,8 @@ def test_wrong_type_names_the_key(tmp_path: Path) -> None:
         ({"augment.mirror_axes": [3]}, "mirror_axes"),
         ({"train.foreground_ratio": 1.5}, "foreground_ratio"),
         ({"plans.model": "resnet"}, "expected one of"),
+        ({"train.weight_ema": 1.0}, "weight_ema"),
+        ({"train.channels_last": "yes"}, "channels_last: expected one of"),
     ],
 )
 def test_out_of_range_values(overrides: dict, message: str) -> None:
@@ -82,34 +85,8 @@ def test_cli_reports_errors_with_exit_code(tiny_cohort: Path, tmp_path: Path) ->
 
 
 def test_cli_trains_a_fold(tiny_cohort: Path, tmp_path: Path) -> None:
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        "plans: {channels: [4, 8, 16], patch_size: [16, 16, 16], batch_size: 2}\n"
-        f"data: {{cache_dir: {tmp_path / 'cache'}}}\n"
-        "train: {iterations_per_epoch: 2, num_workers: 0, threads: 1}\n"
-    )
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--manifest",
-        str(tiny_cohort),
-        "--data-root",
-        str(tiny_cohort.parent),
-        "--out",
-        str(out),
-        "--config",
-        str(cfg),
-        "--fold",
-        "1",
-        "--folds",
-        "3",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--no-postprocess-decision",
-    ]
+    args = [*train_cli_args(tiny_cohort, tmp_path, out, epochs=1), "--fold", "1", "--folds", "3"]
     assert main(args) == 0
     assert (out / "fold_1" / "checkpoint_best.pt").is_file()
     assert "iterations_per_epoch: 2" in (out / "config.yaml").read_text()

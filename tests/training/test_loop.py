@@ -77,7 +77,8 @@ def test_kill_and_resume_matches_uninterrupted(
     killed = make_config(**common, **{"train.max_steps": 5})
     with pytest.raises(StopRequestedError):
         train(killed, tmp_path / "resumed")
-    assert load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")["epoch"] == 1
+    at_stop = load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")
+    assert at_stop["epoch"] == 1
     train(full, tmp_path / "resumed", resume=True)
     a = load_checkpoint(tmp_path / "full" / "fold_0" / "checkpoint_last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")
@@ -85,12 +86,14 @@ def test_kill_and_resume_matches_uninterrupted(
     assert _same(a["model"], b["model"])
     assert a["schedule"]["step"] == b["schedule"]["step"]
     assert a["best_metric"] == pytest.approx(b["best_metric"])
+    # it continued rather than started over: epoch 0 is the stopped run's (same timing)
+    assert b["history"][0] == at_stop["history"][0] != a["history"][0]
     if weight_ema:
         assert _same(a["train_model"], b["train_model"])
         assert _same(a["averaged"], b["averaged"])
 
 
-def test_weight_average_is_what_is_validated_and_saved(make_config, tmp_path: Path) -> None:
+def test_weight_average_is_what_is_saved_and_loaded(make_config, tmp_path: Path) -> None:
     cfg = make_config(**{"train.epochs": 2, "train.weight_ema": 0.8})
     train(cfg, tmp_path / "run")
     ck = load_checkpoint(tmp_path / "run" / "fold_0" / "checkpoint_last.pt")
@@ -135,6 +138,12 @@ def test_channels_last_training_matches_contiguous_closely(make_config, tmp_path
         cfg = make_config(**{"train.epochs": 1, "train.channels_last": setting})
         train(cfg, tmp_path / setting)
         runs[setting] = _weights(tmp_path / setting)
+    # the "on" run really trained channels-last (checkpoints keep the strides)
+    convs = [k for k, v in runs["on"].items() if v.dim() == 5 and min(v.shape[1:]) > 1]
+    assert convs
+    for k in convs:
+        assert runs["on"][k].is_contiguous(memory_format=torch.channels_last_3d)
+        assert not runs["off"][k].is_contiguous(memory_format=torch.channels_last_3d)
     seed_epoch(0, -1, None)  # the initial weights, as FoldTrainer builds them
     plans = load_plans(tmp_path / "off" / "plans.json")
     init = build_network(plans.network, 1, plans.num_classes).state_dict()

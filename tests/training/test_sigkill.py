@@ -64,6 +64,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(
     # whatever the kill interrupted, no temporary or half-written checkpoint is left behind
     ck = load_checkpoint(killed / "fold_0" / "checkpoint_last.pt")
     assert 1 <= ck["epoch"] <= at_kill + 1
+    before = ck["history"]
 
     resumed = subprocess.run(
         _command(tiny_cohort, tmp_path, killed, "--resume"),
@@ -79,4 +80,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["best_metric"] == pytest.approx(b["best_metric"])
+    # it continued rather than started over: the killed process's epochs (with their own
+    # timings) are kept, only the rest was trained again
+    assert b["history"][: len(before)] == before
+    assert before[0] != a["history"][0]
     assert len((killed / "fold_0" / "log.csv").read_text().splitlines()) == EPOCHS + 1
