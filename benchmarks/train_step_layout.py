@@ -31,7 +31,12 @@ PATCH = (40, 56, 40)  # the MSD Hippocampus plan
 VNET_PATCH = (48, 64, 48)  # VNet needs sides divisible by 16
 
 SPECS = {
-    "unet": NetworkSpec(name="unet", channels=(24, 48, 96, 192), strides=((2, 2, 2),) * 3),
+    # the CPU default planned for MSD Hippocampus: a full-resolution level, then 24..96
+    "unet": NetworkSpec(
+        name="unet", channels=(8, 24, 48, 96), strides=((2, 2, 2),) * 3, full_res_level=True
+    ),
+    # MONAI UNet's own layout (plans written before ``full_res_level``), 24..192
+    "unet_halfres": NetworkSpec(name="unet", channels=(24, 48, 96, 192), strides=((2, 2, 2),) * 3),
     "segresnet": NetworkSpec(
         name="segresnet", channels=(16, 32, 64, 128), strides=((2, 2, 2),) * 3
     ),
@@ -103,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     rows = [measure(n, args.batch, args.steps, args.rounds) for n in args.networks]
-    header = f"{'network':<10} {'contiguous s':>13} {'channels-last s':>16} {'ratio':>6}"
+    header = f"{'network':<13} {'contiguous s':>13} {'channels-last s':>16} {'ratio':>6}"
     lines = [header] + [
-        f"{r['network']:<10} {r['contiguous_s']:>13.3f} {r['channels_last_s']:>16.3f} "
+        f"{r['network']:<13} {r['contiguous_s']:>13.3f} {r['channels_last_s']:>16.3f} "
         f"{r['ratio']:>6.3f}"
         for r in rows
     ]

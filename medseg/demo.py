@@ -38,7 +38,7 @@ DEMO_CONFIG = """\
 plans:
   patch_size: [48, 48, 32]
   batch_size: 2
-  channels: [16, 32, 64, 128]
+  channels: [8, 16, 32, 64]
 train:
   iterations_per_epoch: 25
   val_every: 2

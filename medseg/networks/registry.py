@@ -20,12 +20,19 @@ Builder = Callable[[NetworkSpec, int, int], nn.Module]
 
 
 def _unet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
+    channels: tuple[int, ...] = spec.channels
+    strides: tuple[tuple[int, int, int], ...] = spec.strides
+    if spec.full_res_level:
+        # MONAI's UNet down-samples in its first block; a leading stride 1 keeps a level at
+        # the input resolution (as nnU-Net and DynUNet do), which sharpens boundaries.
+        channels = (*spec.channels, 2 * spec.channels[-1])
+        strides = ((1, 1, 1), *spec.strides)
     return UNet(
         spatial_dims=3,
         in_channels=in_ch,
         out_channels=out_ch,
-        channels=spec.channels,
-        strides=spec.strides,  # type: ignore[arg-type]  # per-axis strides work; stub says int
+        channels=channels,
+        strides=strides,  # type: ignore[arg-type]  # per-axis strides work; stub says int
         num_res_units=spec.num_res_units,
         norm="INSTANCE",
         dropout=spec.dropout,

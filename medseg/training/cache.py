@@ -1,15 +1,18 @@
 """On-disk cache of preprocessed cases, shared by folds and runs.
 
-Layout: ``CACHE_DIR/<plans key>/<case id>_<file key>.npz`` where ``plans key`` hashes the
-preprocessing fields of the plans (modality, spacing, normalisation and its statistics,
-cropping, version) and ``file key`` hashes the image/label paths, sizes and modification
-times. Changing the plans or touching a file therefore makes a new entry; old entries are
-simply not read. Each entry holds ``image`` float32 ``(1, X, Y, Z)`` and ``label`` uint8
-``(1, X, Y, Z)`` in RAS at the target spacing, plus the RAS affine.
+Layout: ``CACHE_DIR/<plans key>/<case id>_<source key>_<state key>.npz`` where ``plans
+key`` hashes the preprocessing fields of the plans (modality, spacing, normalisation and its
+statistics, cropping, version), ``source key`` the resolved image/label paths and ``state
+key`` their sizes and modification times. Changing the plans makes a new folder; touching a
+file makes a new entry and deletes the superseded entries of the same source files (other
+datasets that share a case id and a plans folder keep theirs). Each entry holds ``image``
+float32 ``(1, X, Y, Z)`` and ``label`` uint8 ``(1, X, Y, Z)`` in RAS at the target spacing,
+plus the RAS affine.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -42,20 +45,29 @@ def plans_key(plans: Plans) -> str:
         "std": plans.intensity_std,
         "crop": plans.crop_foreground,
         "version": plans.version,
-        "cache_format": 1,
+        "cache_format": 2,
     }
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _sources(case: Case) -> list[Path]:
+    return [Path(p) for p in (case.image, case.label) if p is not None]
+
+
+def source_key(case: Case) -> str:
+    """Hash of a case's resolved file paths."""
+    parts = [str(p.resolve()) for p in _sources(case)]
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
+
+
 def file_key(case: Case) -> str:
-    """Hash of a case's file paths, sizes and modification times."""
+    """``<source key>_<state key>``: the paths, then their sizes and modification times."""
     parts = []
-    for p in (case.image, case.label):
-        if p is None:
-            continue
-        st = Path(p).stat()
-        parts.append(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}")
-    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:12]
+    for p in _sources(case):
+        st = p.stat()
+        parts.append(f"{st.st_size}|{st.st_mtime_ns}")
+    state = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
+    return f"{source_key(case)}_{state}"
 
 
 def _preprocess_one(case: Case, plans: Plans, target: Path) -> None:
@@ -117,12 +129,21 @@ class PreprocessedCache:
 
             def work(item: tuple[Case, Path]) -> None:
                 _preprocess_one(item[0], self.plans, item[1])
+                self._prune(item[0], item[1])
                 if on_case is not None:
                     on_case(item[0])
 
             with ThreadPoolExecutor(max(1, workers)) as pool:
                 list(pool.map(work, todo))
         return paths
+
+    def _prune(self, case: Case, current: Path) -> None:
+        """Delete entries of ``case``'s source files made before they last changed."""
+        pattern = glob.escape(f"{case.case_id}_{source_key(case)}_") + "*.npz"
+        for old in self.dir.glob(pattern):
+            if old != current:
+                logger.debug("removing superseded cache entry %s", old)
+                old.unlink(missing_ok=True)
 
     @staticmethod
     def read(path: Path) -> dict[str, np.ndarray]:

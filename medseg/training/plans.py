@@ -29,7 +29,8 @@ class NetworkSpec:
         Registry name: ``unet`` (MONAI ``UNet``), ``dynunet`` (nnU-Net layout, deep
         supervision), ``vnet``, ``segresnet``, ``basicunet``.
     channels
-        Feature maps per resolution level (first = full resolution).
+        Feature maps per resolution level (first = full resolution; for ``unet`` only with
+        ``full_res_level``).
     strides
         Down-sampling per level after the first, one ``(sx, sy, sz)`` per level transition;
         anisotropic strides keep coarse axes from being pooled too early.
@@ -41,6 +42,12 @@ class NetworkSpec:
         Extra outputs at coarser levels (``dynunet`` only).
     dropout
         Dropout probability.
+    full_res_level
+        ``unet`` only. True: ``channels[i]`` runs at level ``i`` (level 0 = input
+        resolution) and MONAI's bottom block at the coarsest level gets
+        ``2 * channels[-1]``. False (plans written before this field): MONAI ``UNet``'s own
+        layout, whose first block already halves the resolution, so no features are
+        computed at full resolution.
     """
 
     name: NetworkName = "unet"
@@ -50,6 +57,7 @@ class NetworkSpec:
     num_res_units: int = 2
     deep_supervision: bool = False
     dropout: float = 0.0
+    full_res_level: bool = False
 
     def validate(self) -> None:
         """Check that level counts agree; raise :class:`MedsegError` otherwise."""

@@ -51,3 +51,26 @@ def test_unknown_network_lists_the_registry() -> None:
 def test_spec_validation() -> None:
     with pytest.raises(MedsegError, match="expected 2 strides"):
         NetworkSpec("unet", (4, 8, 16), ((2, 2, 2),)).validate()
+
+
+def _first_conv_shape(spec: NetworkSpec, x: torch.Tensor) -> tuple[int, ...]:
+    """Spatial shape of the first convolution's output."""
+    net = build_network(spec, 1, 3).eval()
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
+    shapes: list[tuple[int, ...]] = []
+    first.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape[2:])))
+    with torch.no_grad():
+        assert net(x).shape == (1, 3, *x.shape[2:])
+    return shapes[0]
+
+
+def test_unet_full_res_level_computes_features_at_input_resolution() -> None:
+    x = torch.randn(1, 1, 16, 24, 16)
+    full = NetworkSpec("unet", (4, 8, 16), ((2, 2, 2), (2, 2, 2)), full_res_level=True)
+    legacy = NetworkSpec("unet", (4, 8, 16), ((2, 2, 2), (2, 2, 2)))
+    assert _first_conv_shape(full, x) == (16, 24, 16)
+    assert _first_conv_shape(legacy, x) == (8, 12, 8)  # MONAI's own layout halves at once
+    # channels[i] lives at level i; the bottom block at the coarsest level is twice as wide
+    net = build_network(full, 1, 3)
+    widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert widths[0] == 4 and max(widths) == 32

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from medseg.data.manifest import load_manifest
+from medseg.data.manifest import Case, load_manifest
 from medseg.training.cache import PreprocessedCache, plans_key
 from medseg.training.plans import Plans
 
@@ -42,7 +43,22 @@ def test_cache_reuse_and_invalidation(tiny_cohort: Path, tmp_path: Path) -> None
     assert PreprocessedCache.read(other[0])["image"].shape[1] < arrays["image"].shape[1]
     # fields that do not change preprocessing keep the key
     assert plans_key(dataclasses.replace(_plans(), batch_size=7)) == plans_key(_plans())
-    # touching a source file -> a new entry for that case only
+    # touching a source file -> a new entry for that case only; the superseded one is deleted
     os.utime(cases[0].image, ns=(stamp, stamp + 10**9))
     again = cache.ensure(cases)
     assert again[0] != paths[0] and again[1] == paths[1]
+    assert not paths[0].exists() and again[0].is_file()
+    assert sorted(cache.dir.glob("*.npz")) == sorted(again)
+
+
+def test_same_case_id_elsewhere_keeps_its_entry(tiny_cohort: Path, tmp_path: Path) -> None:
+    case = load_manifest(tiny_cohort, tiny_cohort.parent).training[0]
+    copy_dir = tmp_path / "copy"
+    copy_dir.mkdir()
+    assert case.label is not None
+    twin = Case(case.case_id, copy_dir / case.image.name, copy_dir / "label.nii.gz")
+    shutil.copy2(case.image, twin.image)
+    shutil.copy2(case.label, twin.label)  # type: ignore[arg-type]
+    cache = PreprocessedCache(tmp_path / "cache", _plans())
+    first, second = cache.ensure([case, twin])
+    assert first != second and first.is_file() and second.is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from medseg.io import write_nifti
 from medseg.training.config import PlansConfig
 from medseg.training.fingerprint import Fingerprint, compute_fingerprint
 from medseg.training.planning import mirror_axes, plan, target_spacing
+from medseg.training.plans import load_plans, save_plans
 
 
 def _fingerprint(spacings: list[list[float]], shapes: list[list[int]], modality: str = "MR"):
@@ -76,6 +78,7 @@ def test_isotropic_plan_covers_small_cases() -> None:
     assert plans.target_spacing == (1.0, 1.0, 1.0)
     assert plans.patch_size == (40, 56, 40)  # median shape rounded up to the stride 8
     assert plans.network.name == "unet" and not plans.network.deep_supervision
+    assert plans.network.full_res_level and plans.network.channels[0] == 8
     assert plans.batch_size >= 2
     assert plans.normalization == "zscore_nonzero"
     gpu = plan(fp, "cuda")
@@ -113,3 +116,15 @@ def test_step_budget_shrinks_patch() -> None:
     assert np.prod(plans.patch_size) <= 1.3 * 200_000
     assert plans.batch_size == 2
     assert plan(fp, "cpu", PlansConfig(step_voxels=4_000_000, patch_voxels=200_000)).batch_size > 10
+
+
+def test_plans_written_before_full_res_level_keep_their_layout(tmp_path: Path) -> None:
+    """Run directories and bundles from before the field must rebuild the same network."""
+    plans = plan(_fingerprint([[1.0, 1.0, 1.0]] * 5, [[35, 50, 36]] * 5), "cpu")
+    path = save_plans(plans, tmp_path / "plans.json")
+    data = json.loads(path.read_text())
+    del data["network"]["full_res_level"]
+    path.write_text(json.dumps(data))
+    old = load_plans(path)
+    assert not old.network.full_res_level
+    assert old.network.channels == plans.network.channels
