@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from medseg.data.manifest import ValidationReport, load_manifest, validate_manifest
+from medseg.data.manifest import load_manifest
+from medseg.data.validation import ValidationReport, validate_manifest
 from medseg.errors import MedsegError
 from medseg.io.nifti import atomic_write_text
 

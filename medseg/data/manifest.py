@@ -13,8 +13,8 @@ A manifest is a JSON file such as::
 
 Paths are relative to a data root given separately (``--data-root``), so one manifest
 describes the same data wherever it is stored; absolute paths are used as they are.
-:func:`load_manifest` checks the structure; :func:`validate_manifest` opens every file and
-reports every problem at once.
+:func:`load_manifest` checks the structure; :func:`medseg.data.validation.validate_manifest`
+opens every file and reports every problem at once.
 """
 
 from __future__ import annotations
@@ -22,19 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections import Counter
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import affines_match, load_volume
-from medseg.io.geometry import world_coordinates
 
 logger = logging.getLogger(__name__)
 
@@ -74,63 +65,6 @@ class Manifest:
     def cases(self) -> tuple[Case, ...]:
         """Training cases followed by test cases."""
         return self.training + self.test
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem found by validation: which case, which file, what is wrong."""
-
-    case_id: str | None
-    path: Path
-    message: str
-
-    def __str__(self) -> str:
-        case = f"[{self.case_id}] " if self.case_id else ""
-        return f"{self.path}: {case}{self.message}"
-
-
-@dataclass
-class ValidationReport:
-    """Every problem found in a manifest, plus what was seen (for the summary)."""
-
-    manifest: Manifest
-    problems: list[Problem] = field(default_factory=list)
-    label_values_found: dict[int, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem was found."""
-        return not self.problems
-
-    def raise_if_failed(self) -> None:
-        """Raise one :class:`MedsegError` listing every problem (no-op when clean)."""
-        if self.problems:
-            lines = "\n".join(f"  - {p}" for p in self.problems)
-            raise MedsegError(
-                f"{len(self.problems)} problem(s) in the manifest "
-                f"(data root {self.manifest.data_root}):\n{lines}",
-                self.manifest.path,
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (what ``validate-manifest --json`` writes)."""
-        m = self.manifest
-        return {
-            "manifest": str(m.path),
-            "data_root": str(m.data_root),
-            "name": m.name,
-            "n_training": len(m.training),
-            "n_test": len(m.test),
-            "labels": {str(k): v for k, v in m.labels.items()},
-            "label_values_found": {str(k): n for k, n in sorted(self.label_values_found.items())},
-            "ok": self.ok,
-            "problems": [
-                {"case_id": p.case_id, "path": str(p.path), "message": p.message}
-                for p in self.problems
-            ],
-            "seconds": round(self.seconds, 3),
-        }
 
 
 def case_id_from_path(path: str | os.PathLike[str]) -> str:
@@ -263,165 +197,3 @@ def _parse_cases(
             label = _path_value(entry.get("label"), f"{where}.label", path, root)
         cases.append(Case(case_id=case_id_from_path(image), image=image, label=label))
     return tuple(cases)
-
-
-def validate_manifest(
-    manifest: Manifest,
-    *,
-    tolerance_mm: float = 1e-3,
-    check_values: bool = True,
-    max_workers: int | None = None,
-    on_case: Callable[[Case], None] | None = None,
-) -> ValidationReport:
-    """Open every file of a manifest and report every problem at once.
-
-    Checks: duplicate case ids and duplicate paths; missing and unreadable files; image and
-    label of a case on the same grid (shape, and affine within ``tolerance_mm`` at the voxel
-    corners, RAS mm); label values that are integers named in ``manifest.labels``; a single
-    input channel (multi-channel images are not supported yet). Files are only read.
-
-    Parameters
-    ----------
-    manifest
-        From :func:`load_manifest`.
-    tolerance_mm
-        Largest allowed world-position difference (mm) between image and label grids.
-    check_values
-        Also read label voxel values (integers, declared in ``labels``).
-    max_workers
-        Reader threads (zlib and numpy release the GIL); default ``min(8, 2 * cpus)``.
-    on_case
-        Called after each case is checked (progress bars).
-
-    Returns
-    -------
-    ValidationReport
-        ``problems`` in manifest order; ``label_values_found`` maps each label value to the
-        number of cases containing it.
-    """
-    start = time.perf_counter()
-    report = ValidationReport(manifest=manifest)
-    report.problems.extend(_structure_problems(manifest))
-    workers = max_workers or min(8, 2 * (os.cpu_count() or 1))
-
-    def work(case: Case) -> tuple[list[Problem], set[int]]:
-        result = _check_case(case, manifest.labels, tolerance_mm, check_values)
-        if on_case is not None:
-            on_case(case)
-        return result
-
-    found: Counter[int] = Counter()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for problems, values in pool.map(work, manifest.cases):
-            report.problems.extend(problems)
-            found.update(values)
-    report.label_values_found = dict(sorted(found.items()))
-    report.seconds = time.perf_counter() - start
-    logger.debug("validated %s in %.2f s", manifest.path, report.seconds)
-    return report
-
-
-def _structure_problems(manifest: Manifest) -> list[Problem]:
-    problems = []
-    if len(manifest.modality) != 1:
-        problems.append(
-            Problem(
-                None,
-                manifest.path,
-                f"modality declares {len(manifest.modality)} channels "
-                f"{list(manifest.modality.values())}; medseg reads single-channel images only "
-                "for now (expected 1 channel)",
-            )
-        )
-    for what, counts in _duplicates(manifest).items():
-        for value, n in counts.items():
-            problems.append(Problem(None, manifest.path, f"duplicate {what} {value} ({n} times)"))
-    return problems
-
-
-def _duplicates(manifest: Manifest) -> dict[str, dict[str, int]]:
-    ids = Counter(c.case_id for c in manifest.cases)
-    paths = Counter(
-        os.path.normpath(p) for c in manifest.cases for p in (c.image, c.label) if p is not None
-    )
-    return {
-        "case id": {k: n for k, n in ids.items() if n > 1},
-        "path": {k: n for k, n in paths.items() if n > 1},
-    }
-
-
-def _check_case(
-    case: Case, labels: Mapping[int, str], tolerance_mm: float, check_values: bool
-) -> tuple[list[Problem], set[int]]:
-    problems: list[Problem] = []
-    image = _read(case, case.image, problems, allow_empty=False)
-    label = None if case.label is None else _read(case, case.label, problems, allow_empty=True)
-    if image is None or label is None or case.label is None:
-        return problems, set()
-    if image.spatial_shape != label.spatial_shape:
-        problems.append(
-            Problem(
-                case.case_id,
-                case.label,
-                f"label shape {label.spatial_shape} differs from image shape "
-                f"{image.spatial_shape} ({case.image})",
-            )
-        )
-    elif not affines_match(image.affine, label.affine, tolerance_mm):
-        shift = _corner_shift(image.affine, label.affine)
-        problems.append(
-            Problem(
-                case.case_id,
-                case.label,
-                f"label affine differs from the image affine ({case.image}) by up to "
-                f"{shift:.4g} mm (tolerance {tolerance_mm} mm)",
-            )
-        )
-    if not check_values:
-        return problems, set()
-    values = np.unique(label.array)
-    if np.issubdtype(values.dtype, np.floating) and np.any(values != np.round(values)):
-        bad = values[values != np.round(values)]
-        problems.append(
-            Problem(
-                case.case_id,
-                case.label,
-                f"expected integer label values, found {bad.size} non-integer value(s) "
-                f"such as {_list(bad)}",
-            )
-        )
-        values = values[values == np.round(values)]
-    ints = {int(v) for v in values}
-    undeclared = sorted(ints - set(labels))
-    if undeclared:
-        problems.append(
-            Problem(
-                case.case_id,
-                case.label,
-                f"label value(s) {undeclared} not named in the manifest's labels {sorted(labels)}",
-            )
-        )
-    return problems, ints
-
-
-def _read(case: Case, path: Path, problems: list[Problem], *, allow_empty: bool) -> Any:
-    if not path.exists():
-        problems.append(Problem(case.case_id, path, "file not found"))
-        return None
-    try:
-        return load_volume(path, allow_empty=allow_empty)
-    except MedsegError as exc:
-        problems.append(Problem(case.case_id, path, f"unreadable: {exc.message}"))
-        return None
-
-
-def _corner_shift(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest world distance (mm) between the two mappings of the unit-cube voxel corners."""
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
-    diff = world_coordinates(a, corners) - world_coordinates(b, corners)
-    return float(np.linalg.norm(diff, axis=1).max())
-
-
-def _list(values: np.ndarray, n: int = 5) -> str:
-    shown = ", ".join(f"{float(v):g}" for v in values[:n])
-    return f"[{shown}{', ...' if values.size > n else ''}]"

@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -87,6 +88,17 @@ def mean_across(value: float, info: DistInfo) -> float:
         t = t.cuda()
     dist.all_reduce(t)
     return float(t.item()) / info.world_size
+
+
+def sum_across(values: np.ndarray, info: DistInfo) -> np.ndarray:
+    """Element-wise sum of ``values`` over ranks, as float64 (a copy without DDP)."""
+    if not (info.enabled and dist.is_initialized()):
+        return np.array(values, dtype=np.float64)
+    t = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.cpu().numpy()
 
 
 def cleanup(info: DistInfo) -> None:

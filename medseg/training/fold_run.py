@@ -58,10 +58,10 @@ def run_epochs(tr: FoldTrainer, resume: bool) -> dict[str, Any]:
             row["step"] = s.step
             stop = _out_of_time(tr, row["epoch_s"], val_s) or s.epoch >= tc.epochs
             stop = ddp.broadcast_flag(stop, tr.dist)
-            if tr.dist.is_main and (s.epoch % tc.val_every == 0 or stop):
+            if s.epoch % tc.val_every == 0 or stop:  # every rank validates its share
                 new_best, val_s = _validate_into(tr, row)
                 s.elapsed_s += val_s
-                if new_best:
+                if new_best and tr.dist.is_main:
                     save_checkpoint(tr.checkpoint_state(), tr.fold_dir / "checkpoint_best.pt")
             row["elapsed_s"] = s.elapsed_s
             s.history.append(row)

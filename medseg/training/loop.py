@@ -2,7 +2,8 @@
 
 One epoch is ``iterations_per_epoch`` optimisation steps. Every ``val_every`` epochs (and
 at the end) the whole validation volumes are segmented with MONAI
-``sliding_window_inference`` and scored with Dice per label; the best checkpoint follows an
+``sliding_window_inference`` and scored with Dice per label
+(:mod:`medseg.training.validation`, shared across DDP ranks); the best checkpoint follows an
 exponential moving average of the mean foreground Dice. The learning rate follows the
 schedule over whichever budget ends first (epochs or the time limit). Randomness is
 re-seeded from ``(seed, epoch)`` at each epoch start, so a run resumed from
@@ -21,13 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from monai.losses import DeepSupervisionLoss, DiceCELoss
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from medseg.config import to_dict
-from medseg.metrics.overlap import dice_per_label
 from medseg.networks.registry import build_network
 from medseg.training import distributed as ddp
 from medseg.training.checkpoint import load_checkpoint, rng_state, set_rng_state
@@ -35,6 +34,7 @@ from medseg.training.config import RunConfig
 from medseg.training.data import train_loader
 from medseg.training.logs import RunLogger
 from medseg.training.plans import Plans
+from medseg.training.validation import validate_cases
 from medseg.transforms.augmentation import training_transforms
 
 logger = logging.getLogger(__name__)
@@ -345,30 +345,21 @@ class FoldTrainer:
     # ------------------------------------------------------------------ validation
     @torch.inference_mode()
     def validate(self) -> dict[int, float]:
-        """Mean Dice per foreground label over the whole validation volumes."""
+        """Mean Dice per foreground label over the whole validation volumes (all ranks)."""
         net = self.eval_net
         net.eval()
-        fg = [k for k in self.plans.labels if k != 0]
-        scores: dict[int, list[float]] = {k: [] for k in fg}
-        for case in self.val_cases:
-            image = case["image"][None].to(self.device)
-            with torch.autocast(
-                "cuda", dtype=self.amp_dtype or torch.float16, enabled=self.amp_dtype is not None
-            ):
-                logits = sliding_window_inference(
-                    image,
-                    self.plans.patch_size,
-                    4,
-                    net,
-                    overlap=self.tc.val_overlap,
-                    mode="gaussian",
-                )
-            pred = torch.argmax(torch.as_tensor(logits), dim=1)[0].cpu().numpy()
-            dice = dice_per_label(pred, case["label"][0].numpy(), fg)
-            for k in fg:
-                scores[k].append(dice[k])
-        net.train()
-        return {k: float(np.mean(v)) if v else 0.0 for k, v in scores.items()}
+        try:
+            return validate_cases(
+                net,
+                self.val_cases,
+                [k for k in self.plans.labels if k != 0],
+                self.plans.patch_size,
+                overlap=self.tc.val_overlap,
+                amp_dtype=self.amp_dtype,
+                dist=self.dist,
+            )
+        finally:
+            net.train()
 
     def record_validation(self, dice: dict[int, float]) -> bool:
         """Update the EMA of mean Dice; return True when it is a new best."""

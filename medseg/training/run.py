@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 from medseg.config import dump_yaml
-from medseg.data.manifest import Manifest, load_manifest, validate_manifest
+from medseg.data.manifest import Manifest, load_manifest
 from medseg.data.splits import kfold_splits, read_splits, write_splits
+from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
 from medseg.io.nifti import atomic_write_text
 from medseg.training import distributed as ddp

@@ -11,7 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.data.manifest import case_id_from_path, load_manifest, validate_manifest
+from medseg.data.manifest import case_id_from_path, load_manifest
+from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
 
 

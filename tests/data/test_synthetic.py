@@ -12,8 +12,9 @@ import pytest
 from scipy import ndimage
 
 from medseg.data.cohorts import write_ct_cohort, write_mr_cohort, write_volume_as_dicom
-from medseg.data.manifest import load_manifest, validate_manifest
+from medseg.data.manifest import load_manifest
 from medseg.data.synthetic import CT_LABELS, MR_LABELS, make_ct_phantom, make_mr_phantom
+from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
 from medseg.io import load_volume
 

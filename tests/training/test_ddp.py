@@ -11,7 +11,11 @@ import pytest
 import torch
 from train_cli import train_cli_args
 
-from medseg.training.checkpoint import load_checkpoint
+from medseg.data.manifest import load_manifest
+from medseg.training.cache import PreprocessedCache
+from medseg.training.checkpoint import load_checkpoint, load_model
+from medseg.training.data import load_cached
+from medseg.training.validation import validate_cases
 
 
 def _command(tiny_cohort: Path, tmp_path: Path, epochs: int) -> list[str]:
@@ -30,6 +34,23 @@ def test_torchrun_two_processes_gloo(tiny_cohort: Path, tmp_path: Path) -> None:
     assert metrics["steps"] == 2  # each rank takes iterations_per_epoch steps per epoch
     ck = load_checkpoint(out / "fold_0" / "checkpoint_last.pt")
     assert all(not k.startswith("module.") for k in ck["model"])  # saved unwrapped
+    # each rank validated half the cases; the summed result is the mean over all of them
+    assert metrics["final_dice"] == pytest.approx(_single_process_dice(tiny_cohort, tmp_path))
+
+
+def _single_process_dice(tiny_cohort: Path, tmp_path: Path) -> dict[str, float]:
+    """Dice of the last checkpoint over every fold-0 validation case, in this process."""
+    out = tmp_path / "run"
+    model, plans = load_model(out, 0, which="last")
+    val_ids = set(json.loads((out / "splits.json").read_text())[0]["val"])
+    cases = [
+        c for c in load_manifest(tiny_cohort, tiny_cohort.parent).training if c.case_id in val_ids
+    ]
+    assert len(cases) == 2
+    cache = PreprocessedCache(tmp_path / "cache", plans)
+    val = load_cached(cache.ensure(cases), plans.num_classes, indices=False)
+    dice = validate_cases(model.eval(), val, [1, 2], plans.patch_size)
+    return {plans.labels[k]: v for k, v in dice.items()}
 
 
 @pytest.mark.slow
