@@ -112,7 +112,7 @@ class TrainConfig:
     weights (``torch.optim.swa_utils.AveragedModel``, decay warmed up over the first
     steps): when on, validation and the checkpoints' ``model`` use the averaged weights.
     ``channels_last`` trains in the channels-last-3d memory layout; ``auto`` turns it on
-    where it was measured to help (CPU with U-Net, SegResNet, DynUNet or VNet: 10-25 %
+    where it was measured to help (CPU with U-Net, SegResNet, DynUNet or VNet: 8-30 %
     faster steps, ``benchmarks/train_step_layout.py``).
     """
 
