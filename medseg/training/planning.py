@@ -173,7 +173,7 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         kernel_sizes=tuple(kernels) if model == "dynunet" else (),
         num_res_units=2 if model == "unet" else (1 if model == "dynunet" else 0),
         deep_supervision=model == "dynunet",
-        full_res_level=model == "unet",
+        full_res_level=model == "unet" and cfg.unet_full_res,
     )
     modality = fp.modality
     norm = cfg.normalization

@@ -79,6 +79,7 @@ def test_isotropic_plan_covers_small_cases() -> None:
     assert plans.patch_size == (40, 56, 40)  # median shape rounded up to the stride 8
     assert plans.network.name == "unet" and not plans.network.deep_supervision
     assert plans.network.full_res_level and plans.network.channels[0] == 8
+    assert not plan(fp, "cpu", PlansConfig(unet_full_res=False)).network.full_res_level
     assert plans.batch_size >= 2
     assert plans.normalization == "zscore_nonzero"
     gpu = plan(fp, "cuda")
