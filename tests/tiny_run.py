@@ -34,7 +34,12 @@ def tiny_plans() -> Plans:
         intensity_std=150.0,
         patch_size=(32, 32, 16),
         batch_size=2,
-        network=NetworkSpec(channels=(4, 8, 16), strides=((2, 2, 2), (2, 2, 2)), num_res_units=1),
+        network=NetworkSpec(
+            channels=(4, 8, 16),
+            strides=((2, 2, 2), (2, 2, 2)),
+            num_res_units=1,
+            full_res_level=True,
+        ),
     )
 
 
