@@ -69,19 +69,11 @@ def test_cli_reports_errors_with_exit_code(tiny_cohort: Path, tmp_path: Path) ->
     out = tmp_path / "run"
     out.mkdir()
     (out / "x").write_text("x")
-    args = [
-        "train",
-        "--manifest",
-        str(tiny_cohort),
-        "--data-root",
-        str(tiny_cohort.parent),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-    ]
-    assert main(args) == 1
-    assert main([*args[:-2], "--fold", "nine"]) == 1
+    args = train_cli_args(tiny_cohort, tmp_path, out, epochs=1)
+    assert main(args) == 1  # the output folder holds files and --resume was not given
+    fresh = train_cli_args(tiny_cohort, tmp_path, tmp_path / "fresh", epochs=1)
+    assert main([*fresh, "--fold", "nine"]) == 1  # not an integer or "all"
+    assert not (tmp_path / "fresh" / "fold_0").exists()
 
 
 def test_cli_trains_a_fold(tiny_cohort: Path, tmp_path: Path) -> None:
