@@ -55,7 +55,8 @@ class PlansConfig:
     4 M and 2 M). ``unet_full_res`` gives MONAI's ``UNet`` a level at the input
     resolution (``channels[0]`` there; see ``NetworkSpec.full_res_level``); false keeps
     MONAI's own layout, whose first block halves the resolution (about 2.5x faster steps,
-    lower Dice at boundaries).
+    lower Dice at boundaries); ``None`` (auto) adds the level when the planned step
+    (patch voxels x batch) fits ``step_voxels``, not when even a batch of 2 overshoots it.
     """
 
     model: ModelName = "auto"
@@ -63,7 +64,7 @@ class PlansConfig:
     patch_size: tuple[int, int, int] | None = None
     batch_size: int = 0
     channels: tuple[int, ...] = ()
-    unet_full_res: bool = True
+    unet_full_res: bool | None = None
     normalization: Literal["auto", "ct", "zscore_nonzero", "zscore"] = "auto"
     step_voxels: int = 0
     patch_voxels: int = 0

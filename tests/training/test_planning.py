@@ -86,6 +86,19 @@ def test_isotropic_plan_covers_small_cases() -> None:
     assert gpu.network.name == "dynunet" and gpu.network.deep_supervision
 
 
+def test_full_res_level_only_when_the_step_fits_the_budget() -> None:
+    # the CT phantom task: patch 64x64x48 at batch 2 is 393 k voxels, over the 300 k budget
+    ct = _fingerprint([[1.5, 1.5, 3.0]] * 5, [[64, 64, 48]] * 5, modality="CT")
+    plans = plan(ct, "cpu")
+    assert plans.patch_size == (64, 64, 48) and plans.batch_size == 2
+    assert not plans.network.full_res_level
+    assert plan(ct, "cpu", PlansConfig(unet_full_res=True)).network.full_res_level
+    assert plan(ct, "cpu", PlansConfig(step_voxels=400_000)).network.full_res_level
+    small = _fingerprint([[1.0] * 3] * 5, [[35, 50, 36]] * 5)  # 40x56x40 x 3 = 269 k voxels
+    assert plan(small, "cpu").network.full_res_level
+    assert not plan(small, "cpu", PlansConfig(step_voxels=150_000)).network.full_res_level
+
+
 def test_anisotropic_plan_keeps_coarse_axis() -> None:
     rng = np.random.default_rng(0)
     spacings = [[0.8, 0.8, float(s)] for s in rng.choice([4.0, 5.0, 5.0, 6.0], 10)]
