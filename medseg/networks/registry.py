@@ -27,16 +27,22 @@ def _unet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
         # the input resolution (as nnU-Net and DynUNet do), which sharpens boundaries.
         channels = (*spec.channels, 2 * spec.channels[-1])
         strides = ((1, 1, 1), *spec.strides)
-    return UNet(
+    head = spec.head_channels
+    unet = UNet(
         spatial_dims=3,
         in_channels=in_ch,
-        out_channels=out_ch,
+        out_channels=head or out_ch,
         channels=channels,
         strides=strides,  # type: ignore[arg-type]  # per-axis strides work; stub says int
         num_res_units=spec.num_res_units,
         norm="INSTANCE",
         dropout=spec.dropout,
     )
+    if not head:
+        return unet
+    # MONAI's top up-block ends in out_channels maps (instance-normed); a wider block plus a
+    # 1x1x1 classifier, as nnU-Net's segmentation head, keeps features there.
+    return nn.Sequential(unet, nn.Conv3d(head, out_ch, kernel_size=1))
 
 
 def _dynunet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:

@@ -57,6 +57,10 @@ class PlansConfig:
     MONAI's own layout, whose first block halves the resolution (about 2.5x faster steps,
     lower Dice at boundaries); ``None`` (auto) adds the level when the planned step
     (patch voxels x batch) fits ``step_voxels``, not when even a batch of 2 overshoots it.
+    ``unet_head_channels`` (``NetworkSpec.head_channels``): N > 0 widens the ``UNet``'s top
+    block to N maps followed by a 1x1x1 classifier; ``None``/0 keeps MONAI's block, which
+    ends in the class maps (on MSD Hippocampus, 16 made steps 25 % slower and Dice no better
+    in 30 CPU minutes).
     """
 
     model: ModelName = "auto"
@@ -65,6 +69,7 @@ class PlansConfig:
     batch_size: int = 0
     channels: tuple[int, ...] = ()
     unet_full_res: bool | None = None
+    unet_head_channels: int | None = None
     normalization: Literal["auto", "ct", "zscore_nonzero", "zscore"] = "auto"
     step_voxels: int = 0
     patch_voxels: int = 0

@@ -134,6 +134,13 @@ def _fit_patch(median: np.ndarray, spacing: np.ndarray, max_voxels: float) -> np
     return patch
 
 
+def _head_channels(cfg: PlansConfig, model: str) -> int:
+    """Feature maps of the ``unet`` top block before its 1x1x1 classifier (0: MONAI's own)."""
+    if model != "unet":
+        return 0
+    return 0 if cfg.unet_head_channels is None else cfg.unet_head_channels
+
+
 def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -> Plans:
     """Derive :class:`Plans` from ``fp`` for ``device`` (``"cpu"`` or ``"cuda"``).
 
@@ -183,6 +190,7 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         num_res_units=2 if model == "unet" else (1 if model == "dynunet" else 0),
         deep_supervision=model == "dynunet",
         full_res_level=model == "unet" and full_res,
+        head_channels=_head_channels(cfg, model),
     )
     modality = fp.modality
     norm = cfg.normalization

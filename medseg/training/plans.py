@@ -48,6 +48,11 @@ class NetworkSpec:
         ``2 * channels[-1]``. False (plans written before this field): MONAI ``UNet``'s own
         layout, whose first block already halves the resolution, so no features are
         computed at full resolution.
+    head_channels
+        ``unet`` only. 0 (plans written before this field): MONAI ``UNet``'s top block
+        emits the classes itself, so its last transposed convolution, instance norm and
+        residual unit run on ``out_channels`` maps (3 for two labels). N > 0: that block
+        emits N feature maps and a 1x1x1 convolution maps them to the classes.
     """
 
     name: NetworkName = "unet"
@@ -58,6 +63,7 @@ class NetworkSpec:
     deep_supervision: bool = False
     dropout: float = 0.0
     full_res_level: bool = False
+    head_channels: int = 0
 
     def validate(self) -> None:
         """Check that level counts agree; raise :class:`MedsegError` otherwise."""
@@ -66,6 +72,8 @@ class NetworkSpec:
                 f"network: expected {len(self.channels) - 1} strides for "
                 f"{len(self.channels)} channel levels, found {len(self.strides)}"
             )
+        if self.head_channels < 0:
+            raise MedsegError(f"network: expected head_channels >= 0, found {self.head_channels}")
         if self.kernel_sizes and len(self.kernel_sizes) != len(self.channels):
             raise MedsegError(
                 f"network: expected {len(self.channels)} kernel sizes, "

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from monai.networks.nets import UNet
 
 from medseg.errors import MedsegError
 from medseg.networks import NETWORKS, build_network
@@ -74,3 +77,19 @@ def test_unet_full_res_level_computes_features_at_input_resolution() -> None:
     net = build_network(full, 1, 3)
     widths = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
     assert widths[0] == 4 and max(widths) == 32
+
+
+def test_unet_head_channels_widen_the_top_block_before_a_1x1_classifier() -> None:
+    x = torch.randn(2, 1, 16, 24, 16)
+    spec = NetworkSpec("unet", (4, 8, 16), ((2, 2, 2), (2, 2, 2)), full_res_level=True)
+    plain = build_network(spec, 1, 3)
+    headed = build_network(replace(spec, head_channels=6), 1, 3)
+    assert isinstance(plain, UNet)  # 0 keeps MONAI's own network (and old checkpoints)
+    assert isinstance(headed, torch.nn.Sequential) and isinstance(headed[0], UNet)
+    classifier = headed[-1]
+    assert isinstance(classifier, torch.nn.Conv3d)
+    assert classifier.kernel_size == (1, 1, 1) and classifier.in_channels == 6
+    assert headed[0](x).shape == (2, 6, 16, 24, 16)  # the top block emits 6 maps
+    assert headed(x).shape == (2, 3, 16, 24, 16)
+    with pytest.raises(MedsegError, match="head_channels"):
+        replace(spec, head_channels=-1).validate()

@@ -99,6 +99,14 @@ def test_full_res_level_only_when_the_step_fits_the_budget() -> None:
     assert not plan(small, "cpu", PlansConfig(step_voxels=150_000)).network.full_res_level
 
 
+def test_unet_head_channels_follow_the_config_for_unet_only() -> None:
+    fp = _fingerprint([[1.0] * 3] * 5, [[35, 50, 36]] * 5)
+    assert plan(fp, "cpu", PlansConfig(unet_head_channels=12)).network.head_channels == 12
+    assert plan(fp, "cpu", PlansConfig(unet_head_channels=0)).network.head_channels == 0
+    other = PlansConfig(model="segresnet", unet_head_channels=12)
+    assert plan(fp, "cpu", other).network.head_channels == 0
+
+
 def test_anisotropic_plan_keeps_coarse_axis() -> None:
     rng = np.random.default_rng(0)
     spacings = [[0.8, 0.8, float(s)] for s in rng.choice([4.0, 5.0, 5.0, 6.0], 10)]
@@ -132,13 +140,15 @@ def test_step_budget_shrinks_patch() -> None:
     assert plan(fp, "cpu", PlansConfig(step_voxels=4_000_000, patch_voxels=200_000)).batch_size > 10
 
 
-def test_plans_written_before_full_res_level_keep_their_layout(tmp_path: Path) -> None:
+def test_plans_written_before_full_res_level_and_head_keep_their_layout(tmp_path: Path) -> None:
     """Run directories and bundles from before the field must rebuild the same network."""
     plans = plan(_fingerprint([[1.0, 1.0, 1.0]] * 5, [[35, 50, 36]] * 5), "cpu")
     path = save_plans(plans, tmp_path / "plans.json")
     data = json.loads(path.read_text())
     del data["network"]["full_res_level"]
+    del data["network"]["head_channels"]
     path.write_text(json.dumps(data))
     old = load_plans(path)
     assert not old.network.full_res_level
+    assert old.network.head_channels == 0  # MONAI's own top block, as trained
     assert old.network.channels == plans.network.channels
