@@ -75,6 +75,30 @@ class PlansConfig:
     patch_voxels: int = 0
     anisotropy_threshold: float = 3.0
 
+    def validate(self) -> None:
+        """Check ranges on load, so a bad override names its key, not a later failure."""
+        counts = {
+            "batch_size": self.batch_size,
+            "step_voxels": self.step_voxels,
+            "patch_voxels": self.patch_voxels,
+            "unet_head_channels": self.unet_head_channels or 0,
+        }
+        for name, value in counts.items():
+            if value < 0:
+                raise MedsegError(f"plans.{name}: expected >= 0 (0: planned), found {value}")
+        sizes = {"channels": self.channels, "patch_size": self.patch_size or ()}
+        for name, values in sizes.items():
+            if any(v < 1 for v in values):
+                raise MedsegError(f"plans.{name}: expected positive sizes, found {list(values)}")
+        if self.target_spacing is not None and not all(s > 0 for s in self.target_spacing):
+            raise MedsegError(
+                f"plans.target_spacing: expected positive mm, found {list(self.target_spacing)}"
+            )
+        if self.anisotropy_threshold <= 1.0:
+            raise MedsegError(
+                f"plans.anisotropy_threshold: expected > 1, found {self.anisotropy_threshold}"
+            )
+
 
 @dataclass(frozen=True)
 class AugmentConfig:

@@ -22,6 +22,14 @@ def test_unknown_config_key_suggests_the_right_one(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+def test_bad_plans_override_names_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("plans:\n  unet_head_channels: -4\n")
+    with pytest.raises(MedsegError, match=r"plans\.unet_head_channels.*found -4") as info:
+        load_run_config(path)
+    assert str(path) in str(info.value)
+
+
 def test_wrong_type_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  epochs: many\n")
@@ -38,6 +46,12 @@ def test_wrong_type_names_the_key(tmp_path: Path) -> None:
         ({"plans.model": "resnet"}, "expected one of"),
         ({"train.weight_ema": 1.0}, "weight_ema"),
         ({"train.channels_last": "yes"}, "channels_last: expected one of"),
+        ({"plans.unet_head_channels": -1}, r"plans\.unet_head_channels: expected >= 0"),
+        ({"plans.batch_size": -2}, r"plans\.batch_size: expected >= 0"),
+        ({"plans.channels": [0, 8]}, r"plans\.channels: expected positive"),
+        ({"plans.patch_size": [0, 8, 8]}, r"plans\.patch_size: expected positive"),
+        ({"plans.target_spacing": [-1, 1, 1]}, r"plans\.target_spacing: expected positive"),
+        ({"plans.anisotropy_threshold": 0.5}, r"plans\.anisotropy_threshold"),
     ],
 )
 def test_out_of_range_values(overrides: dict, message: str) -> None:
