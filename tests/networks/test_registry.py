@@ -93,3 +93,14 @@ def test_unet_head_channels_widen_the_top_block_before_a_1x1_classifier() -> Non
     assert headed(x).shape == (2, 3, 16, 24, 16)
     with pytest.raises(MedsegError, match="head_channels"):
         replace(spec, head_channels=-1).validate()
+
+
+def test_unet_with_head_scripts_as_the_bundle_exports_it() -> None:
+    """``medseg export`` writes TorchScript; the wrapped network must script and agree."""
+    torch.manual_seed(0)
+    spec = NetworkSpec("unet", (4, 8, 16), ((2, 2, 2), (2, 2, 2)), head_channels=6)
+    net = build_network(spec, 1, 3).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-6)
