@@ -52,6 +52,8 @@ def test_wrong_type_names_the_key(tmp_path: Path) -> None:
         ({"plans.patch_size": [0, 8, 8]}, r"plans\.patch_size: expected positive"),
         ({"plans.target_spacing": [-1, 1, 1]}, r"plans\.target_spacing: expected positive"),
         ({"plans.anisotropy_threshold": 0.5}, r"plans\.anisotropy_threshold"),
+        ({"plans.dropout": 1.0}, r"plans\.dropout: expected a probability"),
+        ({"plans.dropout": -0.1}, r"plans\.dropout: expected a probability"),
     ],
 )
 def test_out_of_range_values(overrides: dict, message: str) -> None:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medseg.data.manifest import Case
 from medseg.io import write_nifti
+from medseg.networks import build_network
 from medseg.training.config import PlansConfig
 from medseg.training.fingerprint import Fingerprint, compute_fingerprint
 from medseg.training.planning import mirror_axes, plan, target_spacing
@@ -105,6 +107,22 @@ def test_unet_head_channels_follow_the_config_for_unet_only() -> None:
     assert plan(fp, "cpu", PlansConfig(unet_head_channels=0)).network.head_channels == 0
     other = PlansConfig(model="segresnet", unet_head_channels=12)
     assert plan(fp, "cpu", other).network.head_channels == 0
+
+
+def test_dropout_reaches_the_planned_network_and_is_active_only_in_training() -> None:
+    fp = _fingerprint([[1.0] * 3] * 5, [[35, 50, 36]] * 5)
+    assert plan(fp, "cpu").network.dropout == 0.0
+    spec = plan(fp, "cpu", PlansConfig(dropout=0.2)).network
+    assert spec.dropout == 0.2
+    assert plan(fp, "cpu", PlansConfig(model="basicunet", dropout=0.2)).network.dropout == 0.0
+    net = build_network(spec, 1, 3)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in net.modules())
+    x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+        net.train()
+        assert not torch.equal(net(x), net(x))
 
 
 def test_anisotropic_plan_keeps_coarse_axis() -> None:
