@@ -10,6 +10,9 @@ import pytest
 
 from medseg.config import apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
 from medseg.errors import MedsegError
+from medseg.training.config import load_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -81,3 +84,23 @@ def _empty(tmp_path: Path) -> Path:
     p = tmp_path / "empty.yaml"
     p.write_text("")
     return p
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in [*ROOT.glob("benchmarks/configs/*.yaml"), *ROOT.glob("bundles/*.yaml")]
+    ),
+)
+def test_shipped_training_configs_load_and_validate(path: str) -> None:
+    cfg = load_run_config(ROOT / path, {})
+    assert cfg != load_run_config(None, {}), f"{path} changes nothing from the defaults"
+
+
+def test_hippocampus_recipe_is_what_the_readme_measured() -> None:
+    cfg = load_run_config(ROOT / "benchmarks/configs/hippocampus_ema_noblur.yaml", {})
+    assert cfg.train.weight_ema == 0.999
+    assert (cfg.augment.rotate_prob, cfg.augment.scale_prob) == (0.4, 0.4)
+    assert (cfg.augment.blur_prob, cfg.augment.lowres_prob) == (0.0, 0.0)
+    assert cfg.plans == load_run_config(None, {}).plans  # the default network and plan
