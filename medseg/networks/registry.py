@@ -65,6 +65,8 @@ def _dynunet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
 
 def _vnet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
     # MONAI's VNet has a fixed width (16..256) and needs inputs divisible by 16.
+    # Its two top up-transitions always drop skip channels at 0.5, as the original V-Net
+    # does; MONAI's constructor has no argument for them (MONAI issue #6116).
     return VNet(
         spatial_dims=3,
         in_channels=in_ch,
@@ -90,7 +92,13 @@ def _basicunet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
     feats = (*spec.channels[:5], spec.channels[0])
     if len(feats) != 6:
         raise MedsegError(f"basicunet: expected at least 5 channel levels, found {spec.channels}")
-    return BasicUNet(spatial_dims=3, in_channels=in_ch, out_channels=out_ch, features=feats)
+    return BasicUNet(
+        spatial_dims=3,
+        in_channels=in_ch,
+        out_channels=out_ch,
+        features=feats,
+        dropout=spec.dropout,
+    )
 
 
 NETWORKS: dict[str, Builder] = {

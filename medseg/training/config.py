@@ -60,9 +60,13 @@ class PlansConfig:
     ``unet_head_channels`` (``NetworkSpec.head_channels``): N > 0 widens the ``UNet``'s top
     block to N maps followed by a 1x1x1 classifier; ``None``/0 keeps MONAI's block, which
     ends in the class maps (on MSD Hippocampus, 16 made steps 25 % slower and Dice no better
-    in 30 CPU minutes). ``dropout`` is the network's dropout probability (MONAI's
-    ``Dropout`` after each convolution of ``unet``, ``dynunet``, ``segresnet``, ``vnet``; 0:
-    none, as nnU-Net; ``basicunet`` has none).
+    in 30 CPU minutes). ``dropout`` is the network's dropout probability, placed where each
+    MONAI network puts it: after every convolution in ``unet``, ``dynunet`` and
+    ``basicunet``; once, after the first convolution, in ``segresnet``; whole-channel
+    (``Dropout3d``) in ``vnet``'s two deepest down and up transitions and their skip
+    connections. 0: none, as nnU-Net (on MSD Hippocampus 0.1 made CPU steps about 25 %
+    slower and Dice no better in 30 minutes), except that MONAI's ``VNet``, like the original
+    V-Net, always drops half the skip channels of its two top up-transitions.
     """
 
     model: ModelName = "auto"

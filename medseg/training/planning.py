@@ -191,7 +191,7 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         deep_supervision=model == "dynunet",
         full_res_level=model == "unet" and full_res,
         head_channels=_head_channels(cfg, model),
-        dropout=cfg.dropout if model != "basicunet" else 0.0,
+        dropout=cfg.dropout,
     )
     modality = fp.modality
     norm = cfg.normalization

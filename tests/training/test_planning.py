@@ -114,7 +114,7 @@ def test_dropout_reaches_the_planned_network_and_is_active_only_in_training() ->
     assert plan(fp, "cpu").network.dropout == 0.0
     spec = plan(fp, "cpu", PlansConfig(dropout=0.2)).network
     assert spec.dropout == 0.2
-    assert plan(fp, "cpu", PlansConfig(model="basicunet", dropout=0.2)).network.dropout == 0.0
+    assert plan(fp, "cpu", PlansConfig(model="vnet", dropout=0.2)).network.dropout == 0.2
     net = build_network(spec, 1, 3)
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in net.modules())
     x = torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
