@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "train_hippocampus",
         "command": f"medseg train --manifest {manifest} --data-root {args.data_root} "
-        f"--out {args.out} --fold 0 --folds 5 --time-limit {args.minutes}",
+        f"--out {args.out} --fold 0 --folds 5 --time-limit {args.minutes}"
+        + (f" --config {args.config}" if args.config else ""),
+        # The resolved run config (defaults + the YAML + the flags above), as the run wrote it.
+        "config": (args.out / "config.yaml").read_text(),
         "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "train_phantom_ct",
         "cases": args.cases,
         "minutes_limit": args.minutes,
+        # The resolved run config (defaults + --config + the overrides above), as written.
+        "config": (args.work / "run" / "config.yaml").read_text(),
         "wall_minutes": round((time.perf_counter() - t0) / 60, 2),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),

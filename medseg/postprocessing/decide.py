@@ -120,7 +120,7 @@ def _try(
     cases, labels, report = ctx["cases"], ctx["labels"], ctx["report"]
     before = ctx["dice"]
     target = list(labels) if label is None else [label]
-    best: tuple[float, PostprocessConfig, dict[int, float]] | None = None
+    best: tuple[float, PostprocessConfig, dict[int, float], dict[str, Any]] | None = None
     for params, config in alternatives:
         after = _mean_dice(cases, labels, config)
         ok = _accept(before, after, target, ctx["min_gain"], ctx["tolerance"])
@@ -137,13 +137,14 @@ def _try(
         )
         score = float(np.mean([after[t] for t in target]))
         if ok and (best is None or score > best[0]):
-            best = (score, config, after)
+            best = (score, config, after, params)
             ctx["best_entry"] = report["candidates"][-1]
     if best is None:
         return ctx["config"]
     ctx["best_entry"]["accepted"] = True
     ctx["dice"] = best[2]
-    logger.info("post-processing: kept %s for label %s", name, label)
+    where = "all labels" if label is None else f"label {label}"
+    logger.info("post-processing: kept %s for %s (%s)", name, where, best[3])
     return best[1]
 
 

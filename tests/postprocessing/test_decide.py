@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def test_rule_needs_a_gain_and_no_label_worse(after, target, expected) -> None:
     assert _accept(before, after, target, gain=0.0, tol=1e-9) is expected
 
 
-def test_crf_is_kept_when_it_helps(rng, one_thread) -> None:
+def test_crf_is_kept_when_it_helps(rng, one_thread, caplog) -> None:
     shape = (24, 24, 12)
     ii, jj, kk = np.meshgrid(
         *[np.arange(n) * s for n, s in zip(shape, SPACING, strict=True)], indexing="ij"
@@ -111,8 +112,11 @@ def test_crf_is_kept_when_it_helps(rng, one_thread) -> None:
             CRFConfig(device="cpu", margin_mm=10.0),
         ),
     )
-    config, report = decide_postprocessing(cases, [1], cand)
+    with caplog.at_level(logging.INFO, logger="medseg"):
+        config, report = decide_postprocessing(cases, [1], cand)
     assert config.crf == cand.crf[1]  # the bilateral kernel helps more than smoothing alone
+    # the CRF acts on every label at once; the log says so (it used to say "label None")
+    assert "kept crf for all labels" in caplog.text
     first, second = report["candidates"]
     assert first["step"] == second["step"] == "crf"
     assert second["accepted"] and not first["accepted"]
