@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 from monai.data import DataLoader, Dataset
-from monai.transforms import ClassesToIndicesd
+from monai.transforms import ClassesToIndicesd, SpatialPadd
+from monai.utils import convert_to_tensor
 from torch.utils.data import DistributedSampler
 
 from medseg.training.cache import PreprocessedCache
@@ -24,8 +25,18 @@ from medseg.training.cache import PreprocessedCache
 logger = logging.getLogger(__name__)
 
 
-def load_cached(paths: Sequence[Path], num_classes: int, *, indices: bool = True) -> list[dict]:
+def load_cached(
+    paths: Sequence[Path],
+    num_classes: int,
+    *,
+    indices: bool = True,
+    min_shape: Sequence[int] | None = None,
+) -> list[dict]:
     """Read cache files into RAM as tensors; optionally precompute per-class voxel indices.
+
+    ``min_shape`` (training cases: :func:`medseg.transforms.augmentation.sampling_shape`)
+    zero-pads, centred, every case smaller than it along some axis before the indices are
+    computed, so that patch sampling never has to pad (which would invalidate them).
 
     Returns
     -------
@@ -34,6 +45,7 @@ def load_cached(paths: Sequence[Path], num_classes: int, *, indices: bool = True
         and ``label_cls_indices`` (flat indices of each class, for patch sampling).
     """
     to_indices = ClassesToIndicesd("label", num_classes=num_classes) if indices else None
+    pad = SpatialPadd(("image", "label"), spatial_size=tuple(min_shape)) if min_shape else None
     out = []
     for path in paths:
         arrays = PreprocessedCache.read(path)
@@ -43,6 +55,10 @@ def load_cached(paths: Sequence[Path], num_classes: int, *, indices: bool = True
             "affine": torch.from_numpy(arrays["affine"]),
             "case": path.stem,
         }
+        if pad is not None:
+            padded = pad({"image": item["image"], "label": item["label"]})
+            item["image"] = convert_to_tensor(padded["image"], track_meta=False)
+            item["label"] = convert_to_tensor(padded["label"], track_meta=False)
         if to_indices is not None:
             item = dict(to_indices(item))  # type: ignore[arg-type]
         out.append(item)

@@ -10,7 +10,9 @@ Patches are drawn with MONAI ``RandCropByLabelClassesd``: a ``foreground_ratio``
 patches is centred on a foreground voxel, split evenly over the foreground classes, so
 rare small classes (lesions) are seen as often as large ones. When rotation or scaling is
 on, a 1.25x larger patch is cropped first and ``RandAffined`` resamples it to the patch
-size, so rotated corners hold image data instead of padding (as nnU-Net does).
+size, so rotated corners hold image data instead of padding (as nnU-Net does). A case
+smaller than that crop along some axis is zero-padded first and its class indices are
+recomputed (:class:`PadForSamplingd`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 import numpy as np
 from monai.transforms import (
     CenterSpatialCropd,
+    ClassesToIndicesd,
     Compose,
+    MapTransform,
     RandAdjustContrastd,
     RandAffined,
     RandCropByLabelClassesd,
@@ -53,13 +57,52 @@ def _anisotropic_axis(spacing: tuple[float, ...], threshold: float = 3.0) -> int
     return worst if sp[worst] > threshold * np.min(np.delete(sp, worst)) else None
 
 
+def sampling_shape(plans: Plans, aug: AugmentConfig) -> tuple[int, ...]:
+    """Voxel shape of the region cropped from a case before rotation/scaling, ``(X, Y, Z)``.
+
+    ``plans.patch_size`` enlarged 1.25x when rotation or scaling is on, else the patch size.
+    """
+    patch = np.asarray(plans.patch_size)
+    affine_on = aug.rotate_prob > 0 or aug.scale_prob > 0
+    return tuple(int(p) for p in (np.ceil(patch * 1.25) if affine_on else patch))
+
+
+class PadForSamplingd(MapTransform):
+    """Zero-pad ``image`` and ``label`` to at least ``spatial_size`` and re-index the classes.
+
+    Written here because MONAI's ``SpatialPadd`` leaves a precomputed ``label_cls_indices``
+    (flat indices into the unpadded shape) as it was, and ``RandCropByLabelClassesd`` then
+    unravels them against the padded shape: along any axis but the first that puts patch
+    centres on the wrong voxels, so a case thinner than the crop in Y or Z is sampled as if
+    it had no foreground. Cases already large enough pass through untouched (no cost);
+    :func:`medseg.training.data.load_cached` pads training cases once at load time so that
+    the training loop never pays for re-indexing.
+    """
+
+    def __init__(self, spatial_size: tuple[int, ...], num_classes: int) -> None:
+        super().__init__(KEYS)
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.pad = SpatialPadd(KEYS, spatial_size=self.spatial_size)
+        self.index = ClassesToIndicesd("label", num_classes=num_classes)
+
+    def __call__(self, data: Any) -> dict:
+        d = dict(data)
+        shape = tuple(d["label"].shape[1:])
+        if all(s >= c for s, c in zip(shape, self.spatial_size, strict=True)):
+            return d
+        d = dict(self.pad(d))
+        if "label_cls_indices" in d:
+            d = dict(self.index(d))
+        return d
+
+
 def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float) -> list[Any]:
     """Patch sampling (with foreground oversampling), rotation/scaling and mirroring."""
     patch = np.asarray(plans.patch_size)
     affine_on = aug.rotate_prob > 0 or aug.scale_prob > 0
-    crop = tuple(int(p) for p in (np.ceil(patch * 1.25) if affine_on else patch))
+    crop = sampling_shape(plans, aug)
     steps: list[Any] = [
-        SpatialPadd(KEYS, spatial_size=crop),
+        PadForSamplingd(crop, plans.num_classes),
         RandCropByLabelClassesd(
             KEYS,
             label_key="label",

@@ -74,3 +74,72 @@ def test_mirroring_follows_plans() -> None:
     p = patch["image"][0].numpy()
     (i, j, k), *_ = np.argwhere(img == p[0, 0, 0])  # random floats: the match is unique
     assert np.array_equal(img[i : i + 16, j : j + 16, k : k + 16], p)
+
+
+def _thin_case() -> dict:
+    """60 x 60 x 30 voxels, an organ blob near the far corner: thinner than the crop in Z."""
+    label = torch.zeros(1, 60, 60, 30, dtype=torch.uint8)
+    label[0, 40:43, 40:43, 20:23] = 1
+    image = torch.randn(1, 60, 60, 30, generator=torch.Generator().manual_seed(0))
+    return dict(ClassesToIndicesd("label", num_classes=2)({"image": image, "label": label}))
+
+
+def _fg_plans(patch: tuple[int, int, int]) -> Plans:
+    return Plans(
+        modality="CT",
+        labels={0: "bg", 1: "organ"},
+        target_spacing=(1.0, 1.0, 1.0),
+        normalization="zscore",
+        patch_size=patch,
+        batch_size=2,
+    )
+
+
+@pytest.mark.parametrize("rotate", [0.0, 1.0])
+def test_foreground_patches_hit_foreground_in_cases_thinner_than_the_crop(rotate: float) -> None:
+    # The case is padded in Z to reach the crop; the class indices must follow the padding
+    # (MONAI's pad alone leaves them pointing into the unpadded shape: 0 of 30 hits).
+    case = _thin_case()
+    before = {k: case[k].clone() for k in ("image", "label")}
+    aug = AugmentConfig(rotate_prob=rotate, scale_prob=0.0)
+    transform = training_transforms(_fg_plans((20, 20, 40)), aug, foreground_ratio=1.0)
+    transform.set_random_state(seed=0)
+    hits = 0
+    for _ in range(30):
+        (patch,) = transform(case)
+        assert tuple(patch["label"].shape) == (1, 20, 20, 40)
+        hits += int((patch["label"] == 1).sum() >= 9)
+    assert hits >= 27  # rotation may turn a few voxels of the 27-voxel blob out of the patch
+    for k, v in before.items():  # the cached case is not modified
+        assert torch.equal(case[k], v)
+
+
+def test_load_cached_pads_training_cases_to_the_sampling_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from medseg.training.cache import PreprocessedCache
+    from medseg.training.data import load_cached
+    from medseg.transforms.augmentation import sampling_shape
+
+    case = _thin_case()
+    path = tmp_path / "case.npz"
+    np.savez(
+        path,
+        image=case["image"].numpy(),
+        label=case["label"].numpy(),
+        affine=np.diag([2.0, 2.0, 3.0, 1.0]),
+    )
+    assert PreprocessedCache.read(path)["label"].shape == (1, 60, 60, 30)
+    plans = _fg_plans((20, 20, 40))
+    shape = sampling_shape(plans, AugmentConfig(rotate_prob=0.2))
+    assert shape == (25, 25, 50)
+    (item,) = load_cached([path], 2, min_shape=shape)
+    assert tuple(item["image"].shape) == (1, 60, 60, 50) and item["label"].dtype == torch.uint8
+    assert type(item["image"]) is torch.Tensor  # plain tensors, as the loader expects
+    # centred: 10 slices of zeros on each side, the blob moved by 10 in Z
+    assert torch.equal(
+        item["label"][0, 40:43, 40:43, 30:33], torch.ones(3, 3, 3, dtype=torch.uint8)
+    )
+    assert int(item["label"].sum()) == 27
+    organ = np.unravel_index(np.asarray(item["label_cls_indices"][1]), (60, 60, 50))
+    assert set(organ[2].tolist()) == {30, 31, 32}
+    (val,) = load_cached([path], 2, indices=False)
+    assert tuple(val["image"].shape) == (1, 60, 60, 30)  # validation cases keep their shape
