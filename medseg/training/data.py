@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from monai.data import DataLoader, Dataset
-from monai.transforms import ClassesToIndicesd, SpatialPadd
+from monai.transforms import ClassesToIndicesd
 from monai.utils import convert_to_tensor
 from torch.utils.data import DistributedSampler
 
@@ -30,13 +30,12 @@ def load_cached(
     num_classes: int,
     *,
     indices: bool = True,
-    min_shape: Sequence[int] | None = None,
+    pad: Callable[[dict], dict] | None = None,
 ) -> list[dict]:
     """Read cache files into RAM as tensors; optionally precompute per-class voxel indices.
 
-    ``min_shape`` (training cases: :func:`medseg.transforms.augmentation.sampling_shape`)
-    zero-pads, centred, every case smaller than it along some axis before the indices are
-    computed, so that patch sampling never has to pad (which would invalidate them).
+    ``pad`` (training cases: :class:`medseg.transforms.augmentation.PadForSamplingd`) is
+    applied before the indices are computed, so that patch sampling never pads again.
 
     Returns
     -------
@@ -45,7 +44,6 @@ def load_cached(
         and ``label_cls_indices`` (flat indices of each class, for patch sampling).
     """
     to_indices = ClassesToIndicesd("label", num_classes=num_classes) if indices else None
-    pad = SpatialPadd(("image", "label"), spatial_size=tuple(min_shape)) if min_shape else None
     out = []
     for path in paths:
         arrays = PreprocessedCache.read(path)
@@ -56,9 +54,9 @@ def load_cached(
             "case": path.stem,
         }
         if pad is not None:
-            padded = pad({"image": item["image"], "label": item["label"]})
-            item["image"] = convert_to_tensor(padded["image"], track_meta=False)
-            item["label"] = convert_to_tensor(padded["label"], track_meta=False)
+            item = pad(item)
+            item["image"] = convert_to_tensor(item["image"], track_meta=False)
+            item["label"] = convert_to_tensor(item["label"], track_meta=False)
         if to_indices is not None:
             item = dict(to_indices(item))  # type: ignore[arg-type]
         out.append(item)

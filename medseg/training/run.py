@@ -39,7 +39,7 @@ from medseg.training.data import default_workers, load_cached
 from medseg.training.fingerprint import compute_fingerprint, save_fingerprint
 from medseg.training.planning import plan
 from medseg.training.plans import load_plans, save_plans
-from medseg.transforms.augmentation import sampling_shape
+from medseg.transforms.augmentation import PadForSamplingd
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _train_folds(
         train_cases = load_cached(
             cache.ensure([by_id[c] for c in splits[k]["train"]]),
             plans.num_classes,
-            min_shape=sampling_shape(plans, cfg.augment),
+            pad=PadForSamplingd.from_plans(plans, cfg.augment),
         )
         val_cases = load_cached(
             cache.ensure([by_id[c] for c in splits[k]["val"]]), plans.num_classes, indices=False

@@ -10,16 +10,18 @@ Patches are drawn with MONAI ``RandCropByLabelClassesd``: a ``foreground_ratio``
 patches is centred on a foreground voxel, split evenly over the foreground classes, so
 rare small classes (lesions) are seen as often as large ones. When rotation or scaling is
 on, a 1.25x larger patch is cropped first and ``RandAffined`` resamples it to the patch
-size, so rotated corners hold image data instead of padding (as nnU-Net does). A case
-smaller than that crop along some axis is zero-padded first and its class indices are
-recomputed (:class:`PadForSamplingd`).
+size, so rotated corners hold image data instead of padding (as nnU-Net does). Cases are
+zero-padded first (:class:`PadForSamplingd`): to at least that crop, and by the crop's margin
+over the patch, so that patches reach every voxel up to the case's border.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from monai.transforms import (
     CenterSpatialCropd,
     ClassesToIndicesd,
@@ -67,32 +69,58 @@ def sampling_shape(plans: Plans, aug: AugmentConfig) -> tuple[int, ...]:
     return tuple(int(p) for p in (np.ceil(patch * 1.25) if affine_on else patch))
 
 
+def padded_shape(
+    shape: Sequence[int], patch: Sequence[int], crop: Sequence[int]
+) -> tuple[int, ...]:
+    """Voxel shape a case of ``shape`` is zero-padded to before patch sampling.
+
+    At least ``crop``, and ``crop - patch`` more than the case itself (half on each side),
+    so that the final patch, the centre of the crop, can reach every voxel of the case up to
+    its border. This is nnU-Net's ``need_to_pad``; without it the outer ``(crop - patch) / 2``
+    voxels of a case larger than the crop would never be trained on.
+    """
+    return tuple(max(s + c - p, c) for s, p, c in zip(shape, patch, crop, strict=True))
+
+
 class PadForSamplingd(MapTransform):
-    """Zero-pad ``image`` and ``label`` to at least ``spatial_size`` and re-index the classes.
+    """Zero-pad ``image`` and ``label`` to :func:`padded_shape` and re-index the classes.
 
     Written here because MONAI's ``SpatialPadd`` leaves a precomputed ``label_cls_indices``
     (flat indices into the unpadded shape) as it was, and ``RandCropByLabelClassesd`` then
     unravels them against the padded shape: along any axis but the first that puts patch
     centres on the wrong voxels, so a case thinner than the crop in Y or Z is sampled as if
-    it had no foreground. Cases already large enough pass through untouched (no cost);
-    :func:`medseg.training.data.load_cached` pads training cases once at load time so that
-    the training loop never pays for re-indexing.
+    it had no foreground. A padded case carries ``sampling_padded`` and passes through again
+    untouched: :func:`medseg.training.data.load_cached` pads the training cases once at load
+    time, so that the training loop never pays for padding or re-indexing.
     """
 
-    def __init__(self, spatial_size: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, patch: Sequence[int], crop: Sequence[int], num_classes: int) -> None:
         super().__init__(KEYS)
-        self.spatial_size = tuple(int(s) for s in spatial_size)
-        self.pad = SpatialPadd(KEYS, spatial_size=self.spatial_size)
+        self.patch = tuple(int(p) for p in patch)
+        self.crop = tuple(int(c) for c in crop)
         self.index = ClassesToIndicesd("label", num_classes=num_classes)
+
+    @classmethod
+    def from_plans(cls, plans: Plans, aug: AugmentConfig) -> PadForSamplingd:
+        """The padding that :func:`training_transforms` with these settings needs."""
+        return cls(plans.patch_size, sampling_shape(plans, aug), plans.num_classes)
 
     def __call__(self, data: Any) -> dict:
         d = dict(data)
-        shape = tuple(d["label"].shape[1:])
-        if all(s >= c for s, c in zip(shape, self.spatial_size, strict=True)):
+        if d.get("sampling_padded"):
             return d
-        d = dict(self.pad(d))
-        if "label_cls_indices" in d:
-            d = dict(self.index(d))
+        shape = tuple(int(s) for s in d["label"].shape[1:])
+        target = padded_shape(shape, self.patch, self.crop)
+        if target != shape:
+            d = dict(SpatialPadd(KEYS, spatial_size=target)(d))
+            if "label_cls_indices" in d:
+                d = dict(self.index(d))
+            if "affine" in d:  # the voxel-to-world map moves with the padding ("symmetric")
+                before = [(t - s) // 2 for t, s in zip(target, shape, strict=True)]
+                shift = torch.eye(4, dtype=torch.float64)
+                shift[:3, 3] = -torch.tensor(before, dtype=torch.float64)
+                d["affine"] = torch.as_tensor(d["affine"], dtype=torch.float64) @ shift
+        d["sampling_padded"] = True
         return d
 
 
@@ -102,7 +130,7 @@ def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float
     affine_on = aug.rotate_prob > 0 or aug.scale_prob > 0
     crop = sampling_shape(plans, aug)
     steps: list[Any] = [
-        PadForSamplingd(crop, plans.num_classes),
+        PadForSamplingd(patch, crop, plans.num_classes),
         RandCropByLabelClassesd(
             KEYS,
             label_key="label",

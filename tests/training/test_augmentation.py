@@ -9,7 +9,12 @@ from monai.transforms import ClassesToIndicesd
 
 from medseg.training.config import AugmentConfig
 from medseg.training.plans import Plans
-from medseg.transforms.augmentation import class_ratios, training_transforms
+from medseg.transforms.augmentation import (
+    PadForSamplingd,
+    class_ratios,
+    sampling_shape,
+    training_transforms,
+)
 
 
 def _case() -> dict:
@@ -114,32 +119,52 @@ def test_foreground_patches_hit_foreground_in_cases_thinner_than_the_crop(rotate
         assert torch.equal(case[k], v)
 
 
-def test_load_cached_pads_training_cases_to_the_sampling_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from medseg.training.cache import PreprocessedCache
+def test_load_cached_pads_training_cases_for_sampling(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from medseg.training.data import load_cached
-    from medseg.transforms.augmentation import sampling_shape
 
     case = _thin_case()
     path = tmp_path / "case.npz"
-    np.savez(
-        path,
-        image=case["image"].numpy(),
-        label=case["label"].numpy(),
-        affine=np.diag([2.0, 2.0, 3.0, 1.0]),
-    )
-    assert PreprocessedCache.read(path)["label"].shape == (1, 60, 60, 30)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 7.0]
+    np.savez(path, image=case["image"].numpy(), label=case["label"].numpy(), affine=affine)
     plans = _fg_plans((20, 20, 40))
-    shape = sampling_shape(plans, AugmentConfig(rotate_prob=0.2))
-    assert shape == (25, 25, 50)
-    (item,) = load_cached([path], 2, min_shape=shape)
-    assert tuple(item["image"].shape) == (1, 60, 60, 50) and item["label"].dtype == torch.uint8
+    aug = AugmentConfig(rotate_prob=0.2)
+    assert sampling_shape(plans, aug) == (25, 25, 50)
+    (item,) = load_cached([path], 2, pad=PadForSamplingd.from_plans(plans, aug))
+    # at least the crop (Z: 30 -> 50) and the crop's margin over the patch (X, Y: 60 + 5)
+    assert tuple(item["image"].shape) == (1, 65, 65, 50) and item["label"].dtype == torch.uint8
     assert type(item["image"]) is torch.Tensor  # plain tensors, as the loader expects
-    # centred: 10 slices of zeros on each side, the blob moved by 10 in Z
-    assert torch.equal(
-        item["label"][0, 40:43, 40:43, 30:33], torch.ones(3, 3, 3, dtype=torch.uint8)
-    )
+    # centred ("symmetric"): 2 voxels before in X and Y, 10 slices before in Z
+    blob = item["label"][0, 42:45, 42:45, 30:33]
+    assert torch.equal(blob, torch.ones(3, 3, 3, dtype=torch.uint8))
     assert int(item["label"].sum()) == 27
-    organ = np.unravel_index(np.asarray(item["label_cls_indices"][1]), (60, 60, 50))
-    assert set(organ[2].tolist()) == {30, 31, 32}
+    organ = np.unravel_index(np.asarray(item["label_cls_indices"][1]), (65, 65, 50))
+    assert set(organ[2].tolist()) == {30, 31, 32} and set(organ[0].tolist()) == {42, 43, 44}
+    # the voxel-to-world map follows: padded voxel (2, 2, 10) is the old voxel (0, 0, 0)
+    world = np.asarray(item["affine"]) @ np.array([2.0, 2.0, 10.0, 1.0])
+    assert np.allclose(world[:3], affine[:3, 3])
+    # the training chain sees the mark and does not pad again
+    transform = training_transforms(plans, aug, foreground_ratio=1.0)
+    transform.set_random_state(seed=1)
+    (patch,) = transform(item)
+    assert int(patch["label"].sum()) > 0
     (val,) = load_cached([path], 2, indices=False)
     assert tuple(val["image"].shape) == (1, 60, 60, 30)  # validation cases keep their shape
+
+
+def test_patches_reach_the_border_of_cases_larger_than_the_crop() -> None:
+    # A one-voxel object in the corner of a 40^3 case; patch 16, crop 20 (rotation on, never
+    # drawn). Without the crop's margin the final patch (the crop's centre) could not come
+    # closer than 2 voxels to the border: the corner voxel was never trained on.
+    label = torch.zeros(1, 40, 40, 40, dtype=torch.uint8)
+    label[0, 0, 0, 0] = 1
+    case = dict(
+        ClassesToIndicesd("label", num_classes=2)(
+            {"image": torch.randn(1, 40, 40, 40), "label": label}
+        )
+    )
+    aug = AugmentConfig(rotate_prob=1e-9, scale_prob=0.0)
+    transform = training_transforms(_fg_plans((16, 16, 16)), aug, foreground_ratio=1.0)
+    transform.set_random_state(seed=0)
+    seen = [int(transform(case)[0]["label"].sum()) for _ in range(5)]
+    assert seen == [1] * 5
