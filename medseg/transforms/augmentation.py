@@ -130,7 +130,7 @@ def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float
     affine_on = aug.rotate_prob > 0 or aug.scale_prob > 0
     crop = sampling_shape(plans, aug)
     steps: list[Any] = [
-        PadForSamplingd(patch, crop, plans.num_classes),
+        PadForSamplingd(plans.patch_size, crop, plans.num_classes),
         RandCropByLabelClassesd(
             KEYS,
             label_key="label",
