@@ -91,7 +91,10 @@ class PadForSamplingd(MapTransform):
     centres on the wrong voxels, so a case thinner than the crop in Y or Z is sampled as if
     it had no foreground. A padded case carries ``sampling_padded`` and passes through again
     untouched: :func:`medseg.training.data.load_cached` pads the training cases once at load
-    time, so that the training loop never pays for padding or re-indexing.
+    time, so that the training loop never pays for padding or re-indexing. The price is RAM:
+    a case larger than the crop grows by ``crop - patch`` voxels per axis (a 512 x 512 x 300
+    CT case with a 128^3 patch, crop 160^3: 1.25x). nnU-Net pads each patch on the fly
+    instead; MONAI's label-class crop cannot reach outside the image, hence whole cases.
     """
 
     def __init__(self, patch: Sequence[int], crop: Sequence[int], num_classes: int) -> None:

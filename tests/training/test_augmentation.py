@@ -143,7 +143,10 @@ def test_load_cached_pads_training_cases_for_sampling(tmp_path) -> None:  # type
     # the voxel-to-world map follows: padded voxel (2, 2, 10) is the old voxel (0, 0, 0)
     world = np.asarray(item["affine"]) @ np.array([2.0, 2.0, 10.0, 1.0])
     assert np.allclose(world[:3], affine[:3, 3])
-    # the training chain sees the mark and does not pad again
+    # the mark stops a second padding (without it the case would grow to 70 x 70 x 60)
+    again = PadForSamplingd.from_plans(plans, aug)(item)
+    assert tuple(again["label"].shape) == (1, 65, 65, 50)
+    assert again["label_cls_indices"] is item["label_cls_indices"]  # not re-indexed
     transform = training_transforms(plans, aug, foreground_ratio=1.0)
     transform.set_random_state(seed=1)
     (patch,) = transform(item)
