@@ -34,8 +34,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CHILD_INVERTD = """
 import sys, torch, numpy as np
 from monai.transforms import Invertd
-from medseg.training.plans import load_plans
-from medseg.transforms.preprocessing import preprocessing_transforms
+from medseg.planning.plans import load_plans
+from medseg.preprocessing.pipeline import preprocessing_transforms
 plans = load_plans(sys.argv[1] + "/plans.json")
 pre = preprocessing_transforms(plans, keys=("image",), load=True)
 d = pre({"image": sys.argv[2]})
@@ -77,7 +77,7 @@ def make_run(run: Path, spacing: tuple[float, float, float]) -> None:
 
     from medseg.config import to_dict
     from medseg.networks.registry import build_network
-    from medseg.training.plans import NetworkSpec, Plans, save_plans
+    from medseg.planning.plans import NetworkSpec, Plans, save_plans
 
     labels = {0: "background", 1: "liver", 2: "kidney", 3: "spleen", 4: "bone"}
     plans = Plans(

@@ -40,7 +40,7 @@ from medseg.config import to_dict
 from medseg.data.synthetic import make_ct_phantom
 from medseg.io import load_volume, write_nifti
 from medseg.networks.registry import build_network
-from medseg.training.plans import NetworkSpec, Plans, save_plans
+from medseg.planning.plans import NetworkSpec, Plans, save_plans
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = {0: "background", 1: "liver", 2: "kidney", 3: "spleen", 4: "bone"}
@@ -76,8 +76,8 @@ def plain_monai(run: Path, inputs: list[Path], out: Path, overlap: float, sw: in
     from monai.inferers import sliding_window_inference
     from monai.transforms import Invertd
 
-    from medseg.training.checkpoint import load_model
-    from medseg.transforms.preprocessing import preprocessing_transforms
+    from medseg.networks.loading import load_model
+    from medseg.preprocessing.pipeline import preprocessing_transforms
 
     start = time.perf_counter()
     model, plans = load_model(run, 0)

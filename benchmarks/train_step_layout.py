@@ -24,7 +24,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from medseg.networks.registry import build_network
-from medseg.training.plans import NetworkSpec
+from medseg.planning.plans import NetworkSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step_layout.json"
 PATCH = (40, 56, 40)  # the MSD Hippocampus plan

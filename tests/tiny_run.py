@@ -15,9 +15,9 @@ import torch
 from medseg.config import to_dict
 from medseg.data.synthetic import CT_LABELS, make_ct_phantom
 from medseg.networks import build_network
+from medseg.planning.plans import NetworkSpec, Plans, save_plans
 from medseg.training.checkpoint import save_checkpoint
-from medseg.training.plans import NetworkSpec, Plans, save_plans
-from medseg.transforms import preprocessing_transforms
+from medseg.preprocessing import preprocessing_transforms
 
 SHAPE, SPACING = (40, 36, 20), (1.5, 1.5, 3.0)
 

@@ -26,8 +26,8 @@ import torch
 from medseg.bundle.metadata import build_metadata, schema_path, verify_metadata
 from medseg.errors import MedsegError
 from medseg.io.nifti import atomic_write_text, current_umask
-from medseg.training.checkpoint import load_model
-from medseg.training.plans import Plans, save_plans
+from medseg.networks.loading import load_model
+from medseg.planning.plans import Plans, save_plans
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def inference_config(plans: Plans) -> dict[str, Any]:
         "imports": [
             "$import medseg",
             "$import medseg.bundle.runtime",
-            "$import medseg.training.plans",
+            "$import medseg.planning.plans",
         ],
         "bundle_root": "$medseg.bundle.runtime.locate_bundle_root()",
         "dataset_dir": "/workspace/data",
@@ -58,7 +58,7 @@ def inference_config(plans: Plans) -> dict[str, Any]:
         "overwrite": False,
         "network_def": {
             "_target_": "medseg.networks.build_network",
-            "spec": "$medseg.training.plans.load_plans("
+            "spec": "$medseg.planning.plans.load_plans("
             "@bundle_root + '/configs/plans.json').network",
             "in_channels": 1,
             "out_channels": plans.num_classes,
@@ -196,7 +196,7 @@ def _data_source(run: Path) -> str:
 
 
 def _choose_fold(run_dir: Path, fold: int | None) -> int:
-    from medseg.inference.models import available_folds
+    from medseg.networks.loading import available_folds
 
     folds = available_folds(run_dir, "best")
     if not folds:

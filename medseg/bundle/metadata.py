@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.training.plans import Plans
+from medseg.planning.plans import Plans
 
 SCHEMA_NAME = "meta_schema.json"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
@@ -13,29 +12,9 @@ from rich.table import Table
 from medseg.errors import MedsegError
 from medseg.inference.batch import BatchSummary, predict_batch
 from medseg.inference.config import InferConfig, parse_folds
+from medseg.runtime import distributed as ddp
 
 logger = logging.getLogger(__name__)
-
-
-def distributed_context(device: str) -> tuple[int, int, str]:
-    """``(rank, world_size, device)`` under ``torchrun`` (its RANK/WORLD_SIZE contract).
-
-    With several ranks a gloo process group is started (used only to gather the results);
-    on CUDA each rank takes the GPU of its ``LOCAL_RANK``.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
-    rank = dist.get_rank()
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        device = f"cuda:{local % torch.cuda.device_count()}"
-    return rank, dist.get_world_size(), device
 
 
 def print_summary(summary: BatchSummary, console: Console) -> None:
@@ -94,7 +73,8 @@ def predict(
     """Segment scans; masks are written in each scan's own geometry. Exit 1 if a case failed."""
     if postprocess not in ("auto", "none"):
         raise MedsegError(f"--postprocess: expected 'auto' or 'none', found {postprocess!r}")
-    rank, world, device = distributed_context(device)
+    info = ddp.init(device, backend="gloo")  # predict gathers per-case results only
+    device = ddp.rank_device(device, info)
     config = InferConfig(
         folds=parse_folds(folds),
         tta=tta,
@@ -111,12 +91,13 @@ def predict(
     from medseg.inference.predictor import Predictor
 
     predictor = Predictor.from_path(model, config=config)
-    summary = predict_batch(predictor, input_path, output, rank=rank, world_size=world)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-    if rank == 0:
+    try:
+        summary = predict_batch(
+            predictor, input_path, output, rank=info.rank, world_size=info.world_size
+        )
+    finally:
+        ddp.cleanup(info)
+    if info.is_main:
         print_summary(summary, Console(stderr=False))
     if summary.failed:
         names = ", ".join(r.name for r in summary.failed)

@@ -3,7 +3,6 @@ folder-level batch prediction (:func:`predict_batch`)."""
 
 from medseg.inference.batch import BatchSummary, CaseResult, predict_batch
 from medseg.inference.config import InferConfig
-from medseg.inference.postprocess_decision import decide_run_postprocessing
 from medseg.inference.predictor import Prediction, Predictor
 
 __all__ = [
@@ -12,6 +11,5 @@ __all__ = [
     "InferConfig",
     "Prediction",
     "Predictor",
-    "decide_run_postprocessing",
     "predict_batch",
 ]

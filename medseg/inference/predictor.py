@@ -1,6 +1,6 @@
 """``Predictor``: a trained run (or bundle) that turns a scan into a mask on the scan's own grid.
 
-Pipeline per volume: the run's preprocessing (``medseg.transforms.preprocessing``:
+Pipeline per volume: the run's preprocessing (``medseg.preprocessing.pipeline``:
 orientation to RAS, foreground crop, normalisation, resampling to the plans' spacing) ->
 sliding-window probabilities averaged over folds and mirrorings -> mapping back to the
 source grid by world coordinates with a slab-wise argmax -> post-processing decided after
@@ -29,11 +29,12 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.inference.config import InferConfig
-from medseg.inference.models import LoadedModels, load_models
 from medseg.inference.sliding import resample_to_source, sliding_probabilities
 from medseg.io.volume import Volume
-from medseg.training.plans import Plans
-from medseg.transforms.preprocessing import preprocessing_transforms
+from medseg.networks.loading import LoadedModels, load_models
+from medseg.planning.plans import Plans
+from medseg.preprocessing.pipeline import preprocessing_transforms
+from medseg.runtime.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ class Preprocessed:
     image: torch.Tensor
     affine: np.ndarray
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MedsegError(f"--device {name}: expected a CUDA GPU, found none (use cpu or auto)")
-    return torch.device(name)
 
 
 class Predictor:
@@ -126,7 +118,7 @@ class Predictor:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_loaded(cls, loaded: LoadedModels, config: InferConfig | None = None) -> Predictor:
-        """Build from :func:`medseg.inference.models.load_models` output."""
+        """Build from :func:`medseg.networks.loading.load_models` output."""
         config = config or InferConfig()
         post = loaded.postprocessing if config.postprocess == "auto" else None
         post = _with_crf_override(post, config.crf)

@@ -14,7 +14,7 @@ from monai.networks.nets import BasicUNet, DynUNet, SegResNet, UNet, VNet
 from torch import nn
 
 from medseg.errors import MedsegError
-from medseg.training.plans import NetworkSpec
+from medseg.planning.plans import NetworkSpec
 
 Builder = Callable[[NetworkSpec, int, int], nn.Module]
 

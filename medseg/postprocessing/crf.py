@@ -49,6 +49,7 @@ from medseg.postprocessing.bilateral_grid import (
     SPATIAL_CELLS_PER_SIGMA,
     BilateralGrid,
 )
+from medseg.runtime.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +95,6 @@ class CRFConfig:
                 raise MedsegError(f"crf.{name}: expected >= 0, found {getattr(self, name)}")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
             raise MedsegError(f"crf.device: expected auto, cpu or cuda[:N], found {self.device!r}")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _zscore_clipped(image: torch.Tensor) -> torch.Tensor:

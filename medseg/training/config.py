@@ -14,9 +14,10 @@ from typing import Any, Literal
 
 from medseg.config import apply_overrides, from_dict, load_yaml
 from medseg.errors import MedsegError
+from medseg.planning.config import PlansConfig
+from medseg.transforms.config import AugmentConfig
 
 Device = Literal["auto", "cpu", "cuda"]
-ModelName = Literal["auto", "unet", "vnet", "dynunet", "segresnet", "basicunet"]
 
 
 @dataclass(frozen=True)
@@ -43,104 +44,6 @@ class DataConfig:
             raise MedsegError(
                 f"data.fold: expected 0..{self.folds - 1} or 'all', found {self.fold}"
             )
-
-
-@dataclass(frozen=True)
-class PlansConfig:
-    """Overrides of the automatically planned values (``None``/0/empty: keep the plan).
-
-    ``step_voxels`` is the budget of voxels per optimisation step (patch voxels x batch)
-    that sizes the batch, ``patch_voxels`` the largest patch; 0 picks device defaults
-    (CPU 0.3 M and 0.3 M: about 0.6 s per step of the default U-Net on 2 idle cores; CUDA
-    4 M and 2 M). ``unet_full_res`` gives MONAI's ``UNet`` a level at the input
-    resolution (``channels[0]`` there; see ``NetworkSpec.full_res_level``); false keeps
-    MONAI's own layout, whose first block halves the resolution (about 2.5x faster steps,
-    lower Dice at boundaries); ``None`` (auto) adds the level when the planned step
-    (patch voxels x batch) fits ``step_voxels``, not when even a batch of 2 overshoots it.
-    ``unet_head_channels`` (``NetworkSpec.head_channels``): N > 0 widens the ``UNet``'s top
-    block to N maps followed by a 1x1x1 classifier; ``None``/0 keeps MONAI's block, which
-    ends in the class maps (on MSD Hippocampus, 16 made steps 25 % slower and Dice no better
-    in 30 CPU minutes). ``dropout`` is the network's dropout probability, placed where each
-    MONAI network puts it: after every convolution in ``unet``, ``dynunet`` and
-    ``basicunet``; once, after the first convolution, in ``segresnet``; whole-channel
-    (``Dropout3d``) in ``vnet``'s two deepest down and up transitions and their skip
-    connections. 0: none, as nnU-Net (on MSD Hippocampus 0.1 made CPU steps about 25 %
-    slower and Dice no better in 30 minutes), except that MONAI's ``VNet``, like the original
-    V-Net, always drops half the skip channels of its two top up-transitions.
-    """
-
-    model: ModelName = "auto"
-    target_spacing: tuple[float, float, float] | None = None
-    patch_size: tuple[int, int, int] | None = None
-    batch_size: int = 0
-    channels: tuple[int, ...] = ()
-    unet_full_res: bool | None = None
-    unet_head_channels: int | None = None
-    dropout: float = 0.0
-    normalization: Literal["auto", "ct", "zscore_nonzero", "zscore"] = "auto"
-    step_voxels: int = 0
-    patch_voxels: int = 0
-    anisotropy_threshold: float = 3.0
-
-    def validate(self) -> None:
-        """Check ranges on load, so a bad override names its key, not a later failure."""
-        counts = {
-            "batch_size": self.batch_size,
-            "step_voxels": self.step_voxels,
-            "patch_voxels": self.patch_voxels,
-            "unet_head_channels": self.unet_head_channels or 0,
-        }
-        for name, value in counts.items():
-            if value < 0:
-                raise MedsegError(f"plans.{name}: expected >= 0 (0: planned), found {value}")
-        sizes = {"channels": self.channels, "patch_size": self.patch_size or ()}
-        for name, values in sizes.items():
-            if any(v < 1 for v in values):
-                raise MedsegError(f"plans.{name}: expected positive sizes, found {list(values)}")
-        if self.target_spacing is not None and not all(s > 0 for s in self.target_spacing):
-            raise MedsegError(
-                f"plans.target_spacing: expected positive mm, found {list(self.target_spacing)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise MedsegError(f"plans.dropout: expected a probability 0..<1, found {self.dropout}")
-        if self.anisotropy_threshold <= 1.0:
-            raise MedsegError(
-                f"plans.anisotropy_threshold: expected > 1, found {self.anisotropy_threshold}"
-            )
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Data augmentation (MONAI transforms), probabilities in the spirit of nnU-Net's.
-
-    ``mirror_axes`` are RAS axes (0 = left-right); ``None`` takes ``Plans.mirror_axes``,
-    which planning derives from the label layout (an axis along which labels always lie in
-    the same order, such as left/right organs, is not mirrored). Set a probability to 0 to
-    switch a transform off.
-    """
-
-    mirror_axes: tuple[int, ...] | None = None
-    mirror_prob: float = 0.5
-    rotate_prob: float = 0.2
-    rotate_degrees: float = 30.0
-    scale_prob: float = 0.2
-    scale_range: tuple[float, float] = (0.7, 1.4)
-    noise_prob: float = 0.1
-    blur_prob: float = 0.2
-    brightness_prob: float = 0.15
-    contrast_prob: float = 0.15
-    gamma_prob: float = 0.3
-    lowres_prob: float = 0.25
-
-    def validate(self) -> None:
-        """Check axes and probabilities."""
-        if self.mirror_axes is not None and any(a not in (0, 1, 2) for a in self.mirror_axes):
-            raise MedsegError(
-                f"augment.mirror_axes: expected axes in 0..2, found {self.mirror_axes}"
-            )
-        for name, value in vars(self).items():
-            if name.endswith("_prob") and not 0.0 <= value <= 1.0:
-                raise MedsegError(f"augment.{name}: expected a probability 0..1, found {value}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from monai.transforms import ClassesToIndicesd
 from monai.utils import convert_to_tensor
 from torch.utils.data import DistributedSampler
 
-from medseg.training.cache import PreprocessedCache
+from medseg.preprocessing.cache import PreprocessedCache
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medseg.io.nifti import atomic_write_text
-from medseg.training import distributed as ddp
+from medseg.runtime import distributed as ddp
 from medseg.training.checkpoint import save_checkpoint
 
 if TYPE_CHECKING:

@@ -27,13 +27,14 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from medseg.config import to_dict
+from medseg.networks.loading import load_checkpoint
 from medseg.networks.registry import build_network
-from medseg.training import distributed as ddp
-from medseg.training.checkpoint import load_checkpoint, rng_state, set_rng_state
+from medseg.planning.plans import Plans
+from medseg.runtime import distributed as ddp
+from medseg.training.checkpoint import rng_state, set_rng_state
 from medseg.training.config import RunConfig
 from medseg.training.data import train_loader
 from medseg.training.logs import RunLogger
-from medseg.training.plans import Plans
 from medseg.training.validation import validate_cases
 from medseg.transforms.augmentation import training_transforms
 

@@ -32,13 +32,14 @@ from medseg.data.splits import kfold_splits, read_splits, write_splits
 from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
 from medseg.io.nifti import atomic_write_text
-from medseg.training import distributed as ddp
-from medseg.training.cache import DEFAULT_CACHE, PreprocessedCache
+from medseg.planning.fingerprint import compute_fingerprint, save_fingerprint
+from medseg.planning.planner import plan
+from medseg.planning.plans import load_plans, save_plans
+from medseg.preprocessing.cache import DEFAULT_CACHE, PreprocessedCache
+from medseg.runtime import distributed as ddp
+from medseg.runtime.device import resolve_device
 from medseg.training.config import RunConfig
 from medseg.training.data import default_workers, load_cached
-from medseg.training.fingerprint import compute_fingerprint, save_fingerprint
-from medseg.training.planning import plan
-from medseg.training.plans import load_plans, save_plans
 from medseg.transforms.augmentation import PadForSamplingd
 
 logger = logging.getLogger(__name__)
@@ -51,15 +52,6 @@ _RUN_FILES = (
     "dataset.json",
     "postprocessing.json",
 )
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MedsegError("device: 'cuda' requested but no CUDA device is available")
-    return name
 
 
 def setup_runtime(cfg: RunConfig, device: str, world_size: int) -> None:
@@ -148,7 +140,7 @@ def train(
     """
     t_start = time.perf_counter()
     out = Path(out)
-    device = resolve_device(cfg.train.device)
+    device = str(resolve_device(cfg.train.device))
     info = ddp.init(device)
     if info.is_main:
         check_out_dir(out, resume=resume, force=force)
@@ -229,9 +221,9 @@ def _with_workers(cfg: RunConfig, n: int) -> RunConfig:
 
 def _postprocess_decision(out: Path, fold: int, manifest: Manifest) -> None:
     try:
-        from medseg.inference.postprocess_decision import decide_run_postprocessing
+        from medseg.workflows.postprocess_decision import decide_run_postprocessing
     except ImportError:
-        logger.debug("medseg.inference.postprocess_decision not available; skipped")
+        logger.debug("medseg.workflows.postprocess_decision not available; skipped")
         return
     path = decide_run_postprocessing(out, fold, manifest.path, manifest.data_root)
     logger.info("post-processing decision written to %s", path)

@@ -15,7 +15,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from medseg.metrics.overlap import dice_per_label
-from medseg.training import distributed as ddp
+from medseg.runtime import distributed as ddp
 
 
 @torch.no_grad()

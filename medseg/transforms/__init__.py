@@ -1,5 +1,6 @@
-"""Preprocessing and augmentation pipelines, built from MONAI transforms."""
+"""Training augmentation pipelines built from MONAI transforms, and their configuration."""
 
-from medseg.transforms.preprocessing import LoadVolumed, preprocessing_transforms
+from medseg.transforms.augmentation import training_transforms
+from medseg.transforms.config import AugmentConfig
 
-__all__ = ["LoadVolumed", "preprocessing_transforms"]
+__all__ = ["AugmentConfig", "training_transforms"]

@@ -39,8 +39,8 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medseg.training.config import AugmentConfig
-from medseg.training.plans import Plans
+from medseg.planning.plans import Plans
+from medseg.transforms.config import AugmentConfig
 
 KEYS = ("image", "label")
 

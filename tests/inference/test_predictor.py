@@ -17,7 +17,7 @@ from medseg.inference.config import InferConfig, parse_folds
 from medseg.inference.predictor import Predictor
 from medseg.inference.sliding import resample_to_source, window_predictor
 from medseg.io import Volume, affines_match, load_volume, write_nifti
-from medseg.training.plans import save_plans
+from medseg.planning.plans import save_plans
 
 
 def to_ras(vol: Volume) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from monai.networks.nets import UNet
 
 from medseg.errors import MedsegError
 from medseg.networks import NETWORKS, build_network
-from medseg.training.plans import NetworkSpec
+from medseg.planning.plans import NetworkSpec
 
 SMALL = {
     "unet": NetworkSpec("unet", (4, 8, 16), ((2, 2, 1), (2, 2, 2)), num_res_units=1),

@@ -8,15 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from medseg.data.cohorts import write_mr_cohort
 from medseg.training.config import RunConfig, load_run_config
-
-
-@pytest.fixture(scope="session")
-def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six 24^3 MR phantoms (labels 1, 2) at 1 mm; returns the manifest path."""
-    root = tmp_path_factory.mktemp("cohort")
-    return write_mr_cohort(root, 6, seed=7, shape=(24, 24, 24), spacing=(1.0, 1.0, 1.0))
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,8 @@ import torch
 from train_cli import train_cli_args
 
 from medseg.data.manifest import load_manifest
-from medseg.training.cache import PreprocessedCache
-from medseg.training.checkpoint import load_checkpoint, load_model
+from medseg.networks.loading import load_checkpoint, load_model
+from medseg.preprocessing.cache import PreprocessedCache
 from medseg.training.data import load_cached
 from medseg.training.validation import validate_cases
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from medseg.networks.loading import load_checkpoint, load_model
 from medseg.networks.registry import build_network
-from medseg.training.checkpoint import load_checkpoint, load_model
+from medseg.planning.plans import load_plans
 from medseg.training.loop import StopRequestedError, memory_format, seed_epoch, warmup_ema
-from medseg.training.plans import load_plans
 from medseg.training.run import train
 
 

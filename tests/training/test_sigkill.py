@@ -13,7 +13,7 @@ import pytest
 import torch
 from train_cli import train_cli_args
 
-from medseg.training.checkpoint import load_checkpoint
+from medseg.networks.loading import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.training.distributed import DistInfo
+from medseg.runtime.distributed import DistInfo
 from medseg.training.validation import validate_cases
 
 

@@ -12,10 +12,10 @@ import torch
 from medseg.data.manifest import Case
 from medseg.io import write_nifti
 from medseg.networks import build_network
-from medseg.training.config import PlansConfig
-from medseg.training.fingerprint import Fingerprint, compute_fingerprint
-from medseg.training.planning import mirror_axes, plan, target_spacing
-from medseg.training.plans import load_plans, save_plans
+from medseg.planning.config import PlansConfig
+from medseg.planning.fingerprint import Fingerprint, compute_fingerprint
+from medseg.planning.planner import mirror_axes, plan, target_spacing
+from medseg.planning.plans import load_plans, save_plans
 
 
 def _fingerprint(spacings: list[list[float]], shapes: list[list[int]], modality: str = "MR"):

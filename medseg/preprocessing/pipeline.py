@@ -30,7 +30,7 @@ from monai.transforms import (
 )
 
 from medseg.io.reader import load_volume
-from medseg.training.plans import Plans
+from medseg.planning.plans import Plans
 
 
 class LoadVolumed(MapTransform):

@@ -27,7 +27,7 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.networks.registry import build_network
-from medseg.training.plans import Plans, load_plans
+from medseg.planning.plans import Plans, load_plans, plans_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,77 @@ def available_folds(run_dir: Path, which: str = "best") -> list[int]:
     return sorted(folds)
 
 
-def _load_fold(run_dir: Path, fold: int, which: str, device: torch.device) -> nn.Module:
-    """One fold's network, through the training package's checkpoint loader."""
-    from medseg.training.checkpoint import load_model
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``.
 
+    Raises
+    ------
+    MedsegError
+        If the file is missing or not a medseg checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MedsegError("checkpoint not found (was this fold trained?)", p)
+    try:
+        state = torch.load(p, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise MedsegError(f"unreadable checkpoint: {exc}", p) from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise MedsegError("expected a medseg checkpoint with a 'model' entry", p)
+    return state
+
+
+def fold_dir(run_or_fold_dir: str | Path, fold: int | None = None) -> Path:
+    """``RUN_DIR/fold_<k>`` (or the folder itself when it already is a fold folder)."""
+    p = Path(run_or_fold_dir)
+    if p.name.startswith("fold_") or fold is None:
+        return p
+    return p / f"fold_{fold}"
+
+
+def load_model(
+    run_or_fold_dir: str | Path,
+    fold: int = 0,
+    which: str = "best",
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, Plans]:
+    """Rebuild a trained network for inference.
+
+    Parameters
+    ----------
+    run_or_fold_dir
+        A run directory (``fold`` selects ``fold_<k>``) or a ``fold_<k>`` directory.
+    fold
+        Fold index when a run directory is given.
+    which
+        ``"best"`` or ``"last"``.
+    device
+        Where to put the model.
+
+    Returns
+    -------
+    (torch.nn.Module, Plans)
+        The network in ``eval`` mode (deep supervision off) and the plans it was trained with.
+    """
+    if which not in ("best", "last"):
+        raise MedsegError(f"checkpoint: expected 'best' or 'last', found {which!r}")
+    fdir = fold_dir(run_or_fold_dir, fold)
+    state = load_checkpoint(fdir / f"checkpoint_{which}.pt", device)
+    if "plans" in state:
+        plans = plans_from_dict(state["plans"])
+    else:
+        plans = load_plans(fdir.parent / "plans.json")
+    model = build_network(plans.network, 1, plans.num_classes)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise MedsegError(f"checkpoint does not match its plans: {exc}", fdir) from exc
+    model.to(device).eval()
+    return model, plans
+
+
+def _load_fold(run_dir: Path, fold: int, which: str, device: torch.device) -> nn.Module:
+    """One fold's network (see :func:`load_model`)."""
     model, _ = load_model(run_dir, fold=fold, which=which, device=device)
     return model
 

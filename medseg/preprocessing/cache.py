@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from medseg.data.manifest import Case
-from medseg.training.plans import Plans
-from medseg.transforms.preprocessing import preprocessing_transforms
+from medseg.planning.plans import Plans
+from medseg.preprocessing.pipeline import preprocessing_transforms
 
 logger = logging.getLogger(__name__)
 

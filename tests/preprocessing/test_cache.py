@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.manifest import Case, load_manifest
-from medseg.training.cache import PreprocessedCache, plans_key
-from medseg.training.plans import Plans
+from medseg.planning.plans import Plans
+from medseg.preprocessing.cache import PreprocessedCache, plans_key
 
 
 def _plans(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Plans:

@@ -1,9 +1,9 @@
-"""DistributedDataParallel set-up for ``torchrun --nproc_per_node N -m medseg train``.
+"""The ``torchrun`` process group, shared by ``medseg train`` (DDP) and ``medseg predict``.
 
 ``torchrun`` describes the process group through ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/
-``MASTER_ADDR``/``MASTER_PORT`` (its launch protocol, not medseg configuration). Backends:
-``nccl`` on CUDA, ``gloo`` on CPU. Rank 0 writes logs and checkpoints; every rank reads
-the checkpoint on ``--resume``.
+``MASTER_ADDR``/``MASTER_PORT`` (its launch protocol, not medseg configuration). Training
+uses ``nccl`` on CUDA and ``gloo`` on CPU; prediction only gathers per-case results, so it
+always uses ``gloo``. Rank 0 writes logs, checkpoints and summaries.
 """
 
 from __future__ import annotations
@@ -50,16 +50,32 @@ def env_info() -> DistInfo:
     )
 
 
-def init(device: str) -> DistInfo:
-    """Join the process group if launched by ``torchrun``; pick the backend for ``device``."""
+def init(device: str, backend: str | None = None) -> DistInfo:
+    """Join the process group if launched by ``torchrun``.
+
+    Parameters
+    ----------
+    device
+        ``cpu`` or ``cuda`` (the device this process computes on).
+    backend
+        ``None``: ``nccl`` on CUDA (each rank then takes the GPU of its ``LOCAL_RANK``),
+        ``gloo`` on CPU; or a backend name.
+    """
     info = env_info()
     if info.enabled and not dist.is_initialized():
-        backend = "nccl" if device == "cuda" else "gloo"
-        if device == "cuda":
+        backend = backend or ("nccl" if device == "cuda" else "gloo")
+        if backend == "nccl":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
         logger.info("DDP rank %d/%d (%s)", info.rank, info.world_size, backend)
     return info
+
+
+def rank_device(device: str, info: DistInfo) -> str:
+    """The device of this rank: ``cuda:<LOCAL_RANK mod GPUs>`` for ``auto``/``cuda`` with GPUs."""
+    if info.enabled and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{info.local_rank % torch.cuda.device_count()}"
+    return device
 
 
 def barrier(info: DistInfo) -> None:

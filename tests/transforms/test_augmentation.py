@@ -7,14 +7,14 @@ import pytest
 import torch
 from monai.transforms import ClassesToIndicesd
 
-from medseg.training.config import AugmentConfig
-from medseg.training.plans import Plans
+from medseg.planning.plans import Plans
 from medseg.transforms.augmentation import (
     PadForSamplingd,
     class_ratios,
     sampling_shape,
     training_transforms,
 )
+from medseg.transforms.config import AugmentConfig
 
 
 def _case() -> dict:

@@ -9,10 +9,10 @@ import numpy as np
 from inference_helpers import phantom
 
 from medseg.data.splits import write_splits
-from medseg.inference.postprocess_decision import decide_run_postprocessing
 from medseg.inference.predictor import Predictor
 from medseg.io import save_mask, write_nifti
 from medseg.postprocessing import DecisionCandidates, load_postprocessing
+from medseg.workflows.postprocess_decision import decide_run_postprocessing
 
 
 def test_decision_writes_postprocessing_json_used_by_predict(run_dir: Path, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from medseg.config import to_dict
 from medseg.io import Volume
 from medseg.networks.registry import build_network
-from medseg.training.plans import NetworkSpec, Plans, save_plans
+from medseg.planning.plans import NetworkSpec, Plans, save_plans
 
 LABELS = {0: "background", 1: "organ", 2: "core"}
 
@@ -73,7 +73,7 @@ def tiny_plans(**overrides: object) -> Plans:
 
 def fit_tiny(plans: Plans, steps: int = 60, seed: int = 0) -> torch.nn.Module:
     """Fit the plans' network on preprocessed phantoms (whole volumes, batch 2)."""
-    from medseg.transforms.preprocessing import preprocessing_transforms
+    from medseg.preprocessing.pipeline import preprocessing_transforms
 
     torch.manual_seed(seed)
     xf = preprocessing_transforms(plans, keys=("image", "label"), load=False)

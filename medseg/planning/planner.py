@@ -19,9 +19,9 @@ import logging
 
 import numpy as np
 
-from medseg.training.config import PlansConfig
-from medseg.training.fingerprint import Fingerprint
-from medseg.training.plans import NetworkSpec, Plans
+from medseg.planning.config import PlansConfig
+from medseg.planning.fingerprint import Fingerprint
+from medseg.planning.plans import NetworkSpec, Plans
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,184 @@
+"""Plans: every data-dependent choice of a run (spacing, normalisation, patch, network).
+
+Plans are derived from the dataset fingerprint (``medseg.planning.planner``), written to
+``RUN_DIR/plans.json`` and read back by inference and bundle export, so that inference
+preprocesses exactly as training did. Every field can be overridden from the config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medseg.config import from_dict, to_dict
+from medseg.errors import MedsegError
+
+Normalization = Literal["ct", "zscore_nonzero", "zscore"]
+NetworkName = Literal["unet", "dynunet", "vnet", "segresnet", "basicunet"]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Architecture of the network (see :func:`medseg.networks.build_network`).
+
+    Parameters
+    ----------
+    name
+        Registry name: ``unet`` (MONAI ``UNet``), ``dynunet`` (nnU-Net layout, deep
+        supervision), ``vnet``, ``segresnet``, ``basicunet``.
+    channels
+        Feature maps per resolution level (first = full resolution; for ``unet`` only with
+        ``full_res_level``).
+    strides
+        Down-sampling per level after the first, one ``(sx, sy, sz)`` per level transition;
+        anisotropic strides keep coarse axes from being pooled too early.
+    kernel_sizes
+        Convolution kernel per level (``dynunet`` only; ``unet`` uses 3).
+    num_res_units
+        Residual units per block (``unet`` only).
+    deep_supervision
+        Extra outputs at coarser levels (``dynunet`` only).
+    dropout
+        Dropout probability.
+    full_res_level
+        ``unet`` only. True: ``channels[i]`` runs at level ``i`` (level 0 = input
+        resolution) and MONAI's bottom block at the coarsest level gets
+        ``2 * channels[-1]``. False (plans written before this field): MONAI ``UNet``'s own
+        layout, whose first block already halves the resolution, so no features are
+        computed at full resolution.
+    head_channels
+        ``unet`` only. 0 (plans written before this field): MONAI ``UNet``'s top block
+        emits the classes itself, so its last transposed convolution, instance norm and
+        residual unit run on ``out_channels`` maps (3 for two labels). N > 0: that block
+        emits N feature maps and a 1x1x1 convolution maps them to the classes.
+    """
+
+    name: NetworkName = "unet"
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[tuple[int, int, int], ...] = ((2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2))
+    kernel_sizes: tuple[tuple[int, int, int], ...] = ()
+    num_res_units: int = 2
+    deep_supervision: bool = False
+    dropout: float = 0.0
+    full_res_level: bool = False
+    head_channels: int = 0
+
+    def validate(self) -> None:
+        """Check that level counts agree; raise :class:`MedsegError` otherwise."""
+        if len(self.strides) != len(self.channels) - 1:
+            raise MedsegError(
+                f"network: expected {len(self.channels) - 1} strides for "
+                f"{len(self.channels)} channel levels, found {len(self.strides)}"
+            )
+        if self.head_channels < 0:
+            raise MedsegError(f"network: expected head_channels >= 0, found {self.head_channels}")
+        if self.kernel_sizes and len(self.kernel_sizes) != len(self.channels):
+            raise MedsegError(
+                f"network: expected {len(self.channels)} kernel sizes, "
+                f"found {len(self.kernel_sizes)}"
+            )
+
+
+@dataclass(frozen=True)
+class Plans:
+    """Data-dependent choices of a run; axis order is RAS after reorientation.
+
+    Parameters
+    ----------
+    modality
+        ``"CT"``, ``"MR"`` or another modality name from the manifest.
+    labels
+        ``{value: name}`` including 0 (background).
+    target_spacing
+        Voxel size (mm) along R, A, S that every case is resampled to.
+    normalization
+        ``ct``: clip to ``intensity_clip`` then z-score with ``intensity_mean``/``intensity_std``
+        (dataset statistics of foreground voxels); ``zscore_nonzero``: per-image z-score
+        over non-zero voxels; ``zscore``: per-image z-score over all voxels.
+    crop_foreground
+        Crop each case to the bounding box of its non-zero voxels before training/inference.
+    patch_size
+        Training patch (voxels, RAS order) and sliding-window ROI at inference.
+    batch_size
+        Patches per optimisation step.
+    network
+        The architecture.
+    median_shape
+        Median shape (voxels) of the resampled training cases.
+    mirror_axes
+        RAS axes along which mirroring keeps labels meaningful (training augmentation and
+        test-time mirroring). Planning drops an axis along which two labels always lie in
+        the same order (anterior/posterior, left/right structures).
+    """
+
+    modality: str
+    labels: dict[int, str]
+    target_spacing: tuple[float, float, float]
+    normalization: Normalization
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    intensity_clip: tuple[float, float] | None = None
+    intensity_mean: float | None = None
+    intensity_std: float | None = None
+    crop_foreground: bool = True
+    median_shape: tuple[int, int, int] = (0, 0, 0)
+    mirror_axes: tuple[int, ...] = (0, 1, 2)
+    version: int = 1
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output channels (background included)."""
+        return max(self.labels) + 1
+
+    def validate(self) -> None:
+        """Check consistency; raise :class:`MedsegError` naming the field otherwise."""
+        if 0 not in self.labels:
+            raise MedsegError("plans.labels: expected label 0 (background) to be named")
+        if any(s <= 0 for s in self.target_spacing):
+            raise MedsegError(f"plans.target_spacing: expected > 0 mm, found {self.target_spacing}")
+        if any(p < 8 for p in self.patch_size):
+            raise MedsegError(f"plans.patch_size: expected >= 8 voxels, found {self.patch_size}")
+        if self.normalization == "ct" and (
+            self.intensity_clip is None or self.intensity_mean is None or not self.intensity_std
+        ):
+            raise MedsegError(
+                "plans: 'ct' normalisation needs intensity_clip, intensity_mean and intensity_std"
+            )
+
+
+def save_plans(plans: Plans, path: str | Path) -> Path:
+    """Write plans as JSON (atomic)."""
+    from medseg.io.nifti import atomic_write_text
+
+    data = to_dict(plans)
+    data["labels"] = {str(k): v for k, v in plans.labels.items()}
+    return atomic_write_text(Path(path), json.dumps(data, indent=2))
+
+
+def plans_from_dict(data: dict[str, Any], where: str = "plans") -> Plans:
+    """Build validated :class:`Plans` from JSON-like data (label keys may be strings)."""
+    data = dict(data)
+    if "labels" in data and isinstance(data["labels"], dict):
+        try:
+            data["labels"] = {int(k): v for k, v in data["labels"].items()}
+        except ValueError as exc:
+            raise MedsegError(f"{where}.labels: expected integer keys, found {exc}") from exc
+    return from_dict(Plans, data, where)
+
+
+def load_plans(path: str | Path) -> Plans:
+    """Read ``plans.json``; a missing or malformed file is a :class:`MedsegError`."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MedsegError("plans file not found (is this a medseg run directory?)", p) from exc
+    except json.JSONDecodeError as exc:
+        raise MedsegError(f"invalid JSON: {exc}", p) from exc
+    try:
+        return plans_from_dict(data)
+    except MedsegError as exc:
+        raise MedsegError(str(exc), p) from exc
