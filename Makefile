@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy medseg
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(STAMP)

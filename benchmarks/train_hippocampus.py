@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from medseg.training.config import load_run_config
-from medseg.training.run import train
+from medseg.workflows.train import train_and_decide
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "msd_hippocampus"
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     cfg = load_run_config(args.config, overrides)
     t0 = time.perf_counter()
-    summary = train(cfg, args.out, force=True)["fold_0"]
+    summary = train_and_decide(cfg, args.out, force=True)["fold_0"]
     wall = time.perf_counter() - t0
     result = {
         "benchmark": "train_hippocampus",

@@ -65,7 +65,7 @@ def train_command(
 ) -> None:
     """Train a segmentation model into --out (config, plans, splits, fold_<k>/ checkpoints)."""
     from medseg.training.config import load_run_config
-    from medseg.training.run import train
+    from medseg.workflows.train import train_and_decide
 
     overrides: dict[str, Any] = {
         "data.manifest": str(manifest),
@@ -84,7 +84,7 @@ def train_command(
     if base is None and resume and (out / "config.yaml").is_file():
         base = out / "config.yaml"
     cfg = load_run_config(base, overrides)
-    results = train(cfg, out, resume=resume, force=force, progress=not no_progress)
+    results = train_and_decide(cfg, out, resume=resume, force=force, progress=not no_progress)
     for name, summary in results.items():
         dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["best_dice"].items() if v is not None)
         typer.echo(

@@ -83,7 +83,6 @@ class TrainConfig:
     threads: int = 0
     seed: int = 0
     deterministic: bool = False
-    max_steps: int = 0
     postprocess_decision: bool = True
 
     def validate(self) -> None:

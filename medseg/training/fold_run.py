@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from medseg.io.nifti import atomic_write_text
 from medseg.runtime import distributed as ddp
 from medseg.training.checkpoint import save_checkpoint
-
-if TYPE_CHECKING:
-    from medseg.training.loop import FoldTrainer
+from medseg.training.loop import FoldTrainer
 
 
 def _out_of_time(tr: FoldTrainer, epoch_s: float, val_s: float) -> bool:

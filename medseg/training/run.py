@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,13 @@ from medseg.runtime import distributed as ddp
 from medseg.runtime.device import resolve_device
 from medseg.training.config import RunConfig
 from medseg.training.data import default_workers, load_cached
+from medseg.training.fold_run import run_epochs
+from medseg.training.loop import FoldTrainer
 from medseg.transforms.augmentation import PadForSamplingd
 
 logger = logging.getLogger(__name__)
+
+AfterFold = Callable[[Path, int, Manifest], None]
 
 _RUN_FILES = (
     "config.yaml",
@@ -130,8 +135,13 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = False,
+    after_fold: AfterFold | None = None,
 ) -> dict[str, Any]:
     """Train the configured fold(s) into ``out``; return ``{fold: metrics}``.
+
+    ``after_fold(run_dir, fold, manifest)`` runs on rank 0 once each fold is trained (the
+    workflow layer passes the post-processing decision here: training never imports
+    inference).
 
     Raises
     ------
@@ -149,7 +159,7 @@ def train(
     if device == "cuda" and info.enabled:
         device = f"cuda:{info.local_rank}"
     try:
-        return _train_folds(cfg, out, device, info, resume, progress, t_start)
+        return _train_folds(cfg, out, device, info, resume, progress, t_start, after_fold)
     finally:
         ddp.cleanup(info)
 
@@ -162,9 +172,8 @@ def _train_folds(
     resume: bool,
     progress: bool,
     t_start: float,
+    after_fold: AfterFold | None,
 ) -> dict[str, Any]:
-    from medseg.training.loop import FoldTrainer
-
     manifest = prepare_run(
         cfg, out, device=device.split(":")[0], resume=resume, is_main=info.is_main
     )
@@ -206,10 +215,10 @@ def _train_folds(
             deadline_s=max(deadline, 1.0),
             progress=progress,
         )
-        results[f"fold_{k}"] = trainer.run(resume=resume)
+        results[f"fold_{k}"] = run_epochs(trainer, resume)
         t_start = time.perf_counter()
-        if info.is_main and cfg.train.postprocess_decision:
-            _postprocess_decision(out, k, manifest)
+        if info.is_main and after_fold is not None:
+            after_fold(out, k, manifest)
     return results
 
 
@@ -217,13 +226,3 @@ def _with_workers(cfg: RunConfig, n: int) -> RunConfig:
     from dataclasses import replace
 
     return replace(cfg, train=replace(cfg.train, num_workers=n))
-
-
-def _postprocess_decision(out: Path, fold: int, manifest: Manifest) -> None:
-    try:
-        from medseg.workflows.postprocess_decision import decide_run_postprocessing
-    except ImportError:
-        logger.debug("medseg.workflows.postprocess_decision not available; skipped")
-        return
-    path = decide_run_postprocessing(out, fold, manifest.path, manifest.data_root)
-    logger.info("post-processing decision written to %s", path)

@@ -10,8 +10,9 @@ import torch
 from medseg.networks.loading import load_checkpoint, load_model
 from medseg.networks.registry import build_network
 from medseg.planning.plans import load_plans
-from medseg.training.loop import StopRequestedError, memory_format, seed_epoch, warmup_ema
+from medseg.training.loop import FoldTrainer
 from medseg.training.run import train
+from medseg.training.schedule import memory_format, seed_epoch, warmup_ema
 
 
 def _weights(run: Path, which: str = "last") -> dict[str, torch.Tensor]:
@@ -66,17 +67,34 @@ def test_deterministic_runs_repeat(make_config, tmp_path: Path) -> None:
     assert not _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
 
 
+class KilledError(Exception):
+    """Raised in place of the 6th optimisation step: as abrupt as a killed process."""
+
+
+def _die_after(monkeypatch: pytest.MonkeyPatch, steps: int) -> None:
+    step, done = FoldTrainer.step, {"n": 0}
+
+    def dying(self: FoldTrainer, batch: dict) -> float:
+        if done["n"] >= steps:
+            raise KilledError(f"stopped after {steps} steps")
+        done["n"] += 1
+        return step(self, batch)
+
+    monkeypatch.setattr(FoldTrainer, "step", dying)
+
+
 @pytest.mark.parametrize("weight_ema", [0.0, 0.8])
 def test_kill_and_resume_matches_uninterrupted(
-    make_config, tmp_path: Path, weight_ema: float
+    make_config, tmp_path: Path, weight_ema: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     common = {"train.deterministic": True, "train.epochs": 3, "train.weight_ema": weight_ema}
     full = make_config(**common)
     train(full, tmp_path / "full")
     # stop abruptly in the middle of epoch 2 (no checkpoint written for it), as SIGKILL would
-    killed = make_config(**common, **{"train.max_steps": 5})
-    with pytest.raises(StopRequestedError):
-        train(killed, tmp_path / "resumed")
+    with monkeypatch.context() as m:
+        _die_after(m, 5)
+        with pytest.raises(KilledError):
+            train(full, tmp_path / "resumed")
     at_stop = load_checkpoint(tmp_path / "resumed" / "fold_0" / "checkpoint_last.pt")
     assert at_stop["epoch"] == 1
     train(full, tmp_path / "resumed", resume=True)
