@@ -57,8 +57,6 @@ def build_metadata(
 
     import medseg
 
-    labels = {str(k): v for k, v in sorted(plans.labels.items())}
-    input_format = "hounsfield" if plans.normalization == "ct" else "magnitude"
     meta: dict[str, Any] = {
         "schema": SCHEMA_NAME,
         "version": version,
@@ -79,40 +77,47 @@ def build_metadata(
         "data_source": data_source,
         "data_type": "nifti or dicom",
         "intended_use": "Research only. Not for clinical use.",
-        "network_data_format": {
-            "inputs": {
-                "image": {
-                    "type": "image",
-                    "format": input_format,
-                    "modality": plans.modality,
-                    "num_channels": 1,
-                    "spatial_shape": list(plans.patch_size),
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_patch_data": True,
-                    "channel_def": {"0": plans.modality},
-                    "spacing_mm": list(plans.target_spacing),
-                    "orientation": "RAS",
-                    "normalization": plans.normalization,
-                }
-            },
-            "outputs": {
-                "pred": {
-                    "type": "image",
-                    "format": "segmentation",
-                    "num_channels": plans.num_classes,
-                    "spatial_shape": list(plans.patch_size),
-                    "dtype": "float32",
-                    "value_range": [],
-                    "is_patch_data": True,
-                    "channel_def": labels,
-                }
-            },
-        },
+        "network_data_format": _network_data_format(plans),
     }
     if performance:
         meta["performance"] = performance
     return meta
+
+
+def _network_data_format(plans: Plans) -> dict[str, Any]:
+    """The bundle's input (one RAS patch, normalised as planned) and output description."""
+    labels = {str(k): v for k, v in sorted(plans.labels.items())}
+    input_format = "hounsfield" if plans.normalization == "ct" else "magnitude"
+    return {
+        "inputs": {
+            "image": {
+                "type": "image",
+                "format": input_format,
+                "modality": plans.modality,
+                "num_channels": 1,
+                "spatial_shape": list(plans.patch_size),
+                "dtype": "float32",
+                "value_range": [],
+                "is_patch_data": True,
+                "channel_def": {"0": plans.modality},
+                "spacing_mm": list(plans.target_spacing),
+                "orientation": "RAS",
+                "normalization": plans.normalization,
+            }
+        },
+        "outputs": {
+            "pred": {
+                "type": "image",
+                "format": "segmentation",
+                "num_channels": plans.num_classes,
+                "spatial_shape": list(plans.patch_size),
+                "dtype": "float32",
+                "value_range": [],
+                "is_patch_data": True,
+                "channel_def": labels,
+            }
+        },
+    }
 
 
 def _version(package: str) -> str:

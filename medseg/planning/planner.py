@@ -141,20 +141,10 @@ def _head_channels(cfg: PlansConfig, model: str) -> int:
     return 0 if cfg.unet_head_channels is None else cfg.unet_head_channels
 
 
-def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -> Plans:
-    """Derive :class:`Plans` from ``fp`` for ``device`` (``"cpu"`` or ``"cuda"``).
-
-    ``cfg`` overrides any planned value; the default network is the light MONAI ``UNet``
-    on CPU and ``DynUNet`` in the nnU-Net layout with deep supervision on CUDA.
-    """
-    cfg = cfg or PlansConfig()
-    spacing = np.asarray(cfg.target_spacing or target_spacing(fp, cfg.anisotropy_threshold))
-    shapes = np.asarray(fp.shapes, float) * np.asarray(fp.spacings, float) / spacing
-    median = np.median(shapes, axis=0)
-    model = cfg.model if cfg.model != "auto" else ("dynunet" if device == "cuda" else "unet")
-    cuda = device == "cuda"
-    budget = cfg.step_voxels or (CUDA_STEP_VOXELS if cuda else CPU_STEP_VOXELS)
-    max_patch = cfg.patch_voxels or (CUDA_PATCH_VOXELS if cuda else CPU_PATCH_VOXELS)
+def _patch_and_pooling(
+    cfg: PlansConfig, model: str, median: np.ndarray, spacing: np.ndarray, max_patch: float
+) -> tuple[np.ndarray, list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """Patch (voxels, RAS), strides and kernels; the patch is a multiple of the total stride."""
     if cfg.patch_size is not None:
         patch = np.asarray(cfg.patch_size, dtype=float)
     else:
@@ -171,18 +161,21 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
     elif np.any(patch % divisor):
         patch = np.ceil(patch / divisor) * divisor
         logger.warning("patch_size rounded up to %s (multiple of %s)", patch, divisor)
-    patch_vox = float(np.prod(patch))
-    batch = cfg.batch_size or int(np.clip(budget // patch_vox, 2, 16))
-    full_res = cfg.unet_full_res
-    if full_res is None:
-        # See _WIDTHS: worth its 2.5x step time when the step fits the budget (MSD
-        # Hippocampus), not when a batch of 2 already overshoots it (CT phantoms).
-        full_res = batch * patch_vox <= budget
+    return patch, strides, kernels
+
+
+def _network(
+    cfg: PlansConfig,
+    model: str,
+    strides: list[tuple[int, int, int]],
+    kernels: list[tuple[int, int, int]],
+    full_res: bool,
+) -> NetworkSpec:
     widths = cfg.channels or _WIDTHS[model]
     levels = len(strides) + 1
     if len(widths) < levels:
         widths = tuple(widths) + (widths[-1],) * (levels - len(widths))
-    network = NetworkSpec(
+    return NetworkSpec(
         name=model,  # type: ignore[arg-type]
         channels=tuple(widths[:levels]),
         strides=tuple(strides),
@@ -193,13 +186,37 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         head_channels=_head_channels(cfg, model),
         dropout=cfg.dropout,
     )
-    modality = fp.modality
+
+
+def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -> Plans:
+    """Derive :class:`Plans` from ``fp`` for ``device`` (``"cpu"`` or ``"cuda"``).
+
+    ``cfg`` overrides any planned value; the default network is the light MONAI ``UNet``
+    on CPU and ``DynUNet`` in the nnU-Net layout with deep supervision on CUDA.
+    """
+    cfg = cfg or PlansConfig()
+    spacing = np.asarray(cfg.target_spacing or target_spacing(fp, cfg.anisotropy_threshold))
+    shapes = np.asarray(fp.shapes, float) * np.asarray(fp.spacings, float) / spacing
+    median = np.median(shapes, axis=0)
+    model = cfg.model if cfg.model != "auto" else ("dynunet" if device == "cuda" else "unet")
+    cuda = device == "cuda"
+    budget = cfg.step_voxels or (CUDA_STEP_VOXELS if cuda else CPU_STEP_VOXELS)
+    max_patch = cfg.patch_voxels or (CUDA_PATCH_VOXELS if cuda else CPU_PATCH_VOXELS)
+    patch, strides, kernels = _patch_and_pooling(cfg, model, median, spacing, max_patch)
+    patch_vox = float(np.prod(patch))
+    batch = cfg.batch_size or int(np.clip(budget // patch_vox, 2, 16))
+    full_res = cfg.unet_full_res
+    if full_res is None:
+        # See _WIDTHS: worth its 2.5x step time when the step fits the budget (MSD
+        # Hippocampus), not when a batch of 2 already overshoots it (CT phantoms).
+        full_res = batch * patch_vox <= budget
+    network = _network(cfg, model, strides, kernels, full_res)
     norm = cfg.normalization
     if norm == "auto":
-        norm = "ct" if modality.upper() == "CT" else "zscore_nonzero"
+        norm = "ct" if fp.modality.upper() == "CT" else "zscore_nonzero"
     ct = norm == "ct"
     plans = Plans(
-        modality=modality,
+        modality=fp.modality,
         labels={int(k): v for k, v in fp.labels.items()},
         target_spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
         normalization=norm,  # type: ignore[arg-type]
