@@ -73,6 +73,14 @@ def available_folds(run_dir: Path, which: str = "best") -> list[int]:
     return sorted(folds)
 
 
+def _read_weights_file(path: Path, what: str, device: str | torch.device) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never code."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, OSError, EOFError) as exc:
+        raise MedsegError(f"unreadable {what}: {exc}", path) from exc
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``.
 
@@ -84,10 +92,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     p = Path(path)
     if not p.is_file():
         raise MedsegError("checkpoint not found (was this fold trained?)", p)
-    try:
-        state = torch.load(p, map_location=device, weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise MedsegError(f"unreadable checkpoint: {exc}", p) from exc
+    state = _read_weights_file(p, "checkpoint", device)
     if not isinstance(state, dict) or "model" not in state:
         raise MedsegError("expected a medseg checkpoint with a 'model' entry", p)
     return state
@@ -190,10 +195,7 @@ def load_bundle(bundle: Path, device: torch.device) -> LoadedModels:
     weights = bundle / "models" / "model.pt"
     if not weights.is_file():
         raise MedsegError("expected the bundle weights models/model.pt, found none", bundle)
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise MedsegError(f"unreadable weights: {exc}", weights) from exc
+    state = _read_weights_file(weights, "weights", device)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     model = build_network(plans.network, 1, plans.num_classes)
