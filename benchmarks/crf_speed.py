@@ -3,7 +3,9 @@
 Each size runs in a fresh child process so its peak RSS (``resource.getrusage``) is its own;
 the parent prints a table and writes ``benchmarks/results/crf_speed.json``. pydensecrf is
 compared when importable (it is not a medseg dependency; reported as skipped otherwise).
-Reference (FACTS.md, same kind of machine): pydensecrf2 2.8 s at 2.1 Mvox, 10.5 s at 8.4 Mvox.
+Reference, measured once on the same kind of machine (2 vCPU AMD EPYC Zen 3, 2 classes,
+5 mean-field iterations): pydensecrf2 1.1 (single-threaded C++) took 2.8 s / 0.5 GB at 2.1 Mvox
+and 10.5 s / 2.0 GB at 8.4 Mvox; this script re-measures it when pydensecrf is importable.
 On a shared machine wall time depends on the load: the JSON records the 1-minute load average
 and the process CPU time next to the wall time.
 

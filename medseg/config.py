@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -168,6 +169,52 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def dump_yaml(obj: Any, path: str | Path) -> Path:
     """Write a dataclass tree (or plain data) as YAML, atomically."""
-    from medseg.io.nifti import atomic_write_text
+    from medseg.io.atomic import atomic_write_text
 
     return atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def load_config(
+    cls: type[T], path: str | Path | None, overrides: Mapping[str, Any] | None, where: str
+) -> T:
+    """Build config ``cls`` from a YAML file (or defaults) with dotted overrides applied.
+
+    This is what ``medseg train --config`` and ``medseg predict --config`` both run.
+
+    Parameters
+    ----------
+    cls
+        The frozen dataclass tree (``RunConfig``, ``InferConfig``, ...).
+    path
+        YAML file; ``None``: defaults only.
+    overrides
+        ``{"train.epochs": 5, ...}`` from command-line flags; ``None`` values are ignored
+        (flag not given).
+    where
+        Prefix of the keys in error messages (``"config"``, ``"infer"``).
+
+    Raises
+    ------
+    MedsegError
+        For unknown keys (with a "did you mean" hint), wrong types or out-of-range values,
+        naming the key; the file is named too unless the bad value came from an override.
+    """
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data = apply_overrides(load_yaml(path) if path is not None else {}, given)
+    try:
+        return from_dict(cls, data, where)
+    except MedsegError as exc:
+        if path is None or exc.path is not None or _blamed_key(exc.message, where) in given:
+            raise  # the value came from an override, not from the file
+        raise MedsegError(exc.message, path) from exc
+
+
+def _blamed_key(message: str, where: str) -> str | None:
+    """The dotted key an error is about: ``"infer.folds[1]: ..."`` -> ``folds``;
+    ``"config.train: unknown key 'x' ..."`` -> ``train.x``."""
+    found = re.match(rf"{re.escape(where)}((?:\.\w+)*)", message)
+    prefix = found.group(1).lstrip(".") if found else ""
+    unknown = re.search(r"unknown key '([^']*)'", message)
+    if unknown:
+        return f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)
+    return prefix or None

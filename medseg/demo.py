@@ -19,6 +19,7 @@ from pathlib import Path
 
 from medseg.cli import main as medseg_main
 from medseg.errors import MedsegError
+from medseg.io.atomic import atomic_copy, atomic_write_text
 
 logger = logging.getLogger("medseg.demo")
 
@@ -66,7 +67,7 @@ def prepare_output(out: Path, force: bool) -> None:
             raise MedsegError("refusing to delete a folder the demo did not create", out)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("created by python -m medseg.demo\n")
+    atomic_write_text(out / MARKER, "created by python -m medseg.demo\n")
 
 
 def assemble_scans(test_root: Path, scans: Path) -> None:
@@ -75,14 +76,14 @@ def assemble_scans(test_root: Path, scans: Path) -> None:
     shutil.copytree(test_root / "dicom" / "phantom_000", scans / "phantom_000")
     for image in sorted((test_root / "imagesTr").glob("*.nii.gz")):
         if not image.name.startswith("phantom_000"):
-            shutil.copyfile(image, scans / image.name)
+            atomic_copy(image, scans / image.name)
 
 
 def demo(out: Path, *, minutes: float, force: bool) -> None:
     """Run every step of the demo into ``out``."""
     prepare_output(out, force)
     data, run_dir = out / "data", out / "run"
-    (out / "demo_train.yaml").write_text(DEMO_CONFIG)
+    atomic_write_text(out / "demo_train.yaml", DEMO_CONFIG)
     run(["synth-ct", str(data / "train"), "--cases", "10", "--seed", "0"])
     run(["synth-ct", str(data / "test"), "--cases", "3", "--seed", "1", "--dicom", "1"])
     manifest = data / "train" / "dataset.json"

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
+from atomic_helpers import DiskFullError, break_write, folder_state
 
 from medseg.config import apply_overrides, dump_yaml, from_dict, load_yaml, to_dict
 from medseg.errors import MedsegError
@@ -107,3 +109,20 @@ def test_hippocampus_recipe_is_what_the_readme_measured() -> None:
     assert (cfg.augment.rotate_prob, cfg.augment.scale_prob) == (0.4, 0.4)
     assert (cfg.augment.blur_prob, cfg.augment.lowres_prob) == (0.0, 0.0)
     assert cfg.plans == load_run_config(None, {}).plans  # the default network and plan
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["old-file", "no-file"])
+@pytest.mark.parametrize("how", ["torn-write", "serializer-raises"])
+def test_failed_yaml_dump_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool, how: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    if existing:
+        dump_yaml(Outer(name="old"), path)
+    before = folder_state(tmp_path)
+    break_write(monkeypatch, yaml, "safe_dump", how)
+    with pytest.raises(DiskFullError):
+        dump_yaml(Outer(name="new"), path)
+    assert folder_state(tmp_path) == before
+    if existing:
+        assert load_yaml(path)["name"] == "old"

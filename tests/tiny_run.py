@@ -16,8 +16,8 @@ from medseg.config import to_dict
 from medseg.data.synthetic import CT_LABELS, make_ct_phantom
 from medseg.networks import build_network
 from medseg.planning.plans import NetworkSpec, Plans, save_plans
-from medseg.training.checkpoint import save_checkpoint
 from medseg.preprocessing import preprocessing_transforms
+from medseg.training.checkpoint import save_checkpoint
 
 SHAPE, SPACING = (40, 36, 20), (1.5, 1.5, 3.0)
 
@@ -63,10 +63,10 @@ def fit_tiny(plans: Plans, steps: int = 25) -> torch.nn.Module:
     return net.eval()
 
 
-def make_tiny_run(root: Path) -> Path:
-    """Write a one-fold run directory into ``root`` and return it."""
+def make_tiny_run(root: Path, steps: int = 25) -> Path:
+    """Write a one-fold run directory into ``root`` (network fitted ``steps`` steps); return it."""
     plans = tiny_plans()
-    net = fit_tiny(plans)
+    net = fit_tiny(plans, steps)
     root.mkdir(parents=True, exist_ok=True)
     save_plans(plans, root / "plans.json")
     labels = {str(k): v for k, v in plans.labels.items()}

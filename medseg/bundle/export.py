@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import torch
 
 from medseg.bundle.metadata import build_metadata, schema_path, verify_metadata
 from medseg.errors import MedsegError
-from medseg.io.nifti import atomic_write_text, current_umask
+from medseg.io.atomic import atomic_copy, atomic_directory, atomic_path, atomic_write_text
 from medseg.networks.loading import load_model
 from medseg.planning.plans import Plans, save_plans
 
@@ -263,18 +260,9 @@ def export_bundle(
         performance=_performance(metrics),
         data_source=_data_source(run),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         _write_bundle(tmp, run, model, plans, meta, k, metrics)
         verify_metadata(tmp / "configs" / "metadata.json")
-        os.chmod(tmp, 0o777 & ~current_umask())
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("exported fold %d of %s as bundle %s", k, run, out)
     return out
 
@@ -298,9 +286,11 @@ def _write_bundle(
     atomic_write_text(root / "configs" / "logging.conf", LOGGING_CONF)
     save_plans(plans, root / "configs" / "plans.json")
     if (run / "postprocessing.json").is_file():
-        shutil.copyfile(run / "postprocessing.json", root / "configs" / "postprocessing.json")
-    shutil.copyfile(schema_path(), root / "configs" / "meta_schema.json")
-    torch.save(model.state_dict(), root / "models" / "model.pt")
-    _torchscript(model, plans, root / "models" / "model.ts", meta)
+        atomic_copy(run / "postprocessing.json", root / "configs" / "postprocessing.json")
+    atomic_copy(schema_path(), root / "configs" / "meta_schema.json")
+    with atomic_path(root / "models" / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    with atomic_path(root / "models" / "model.ts") as tmp:
+        _torchscript(model, plans, tmp, meta)
     atomic_write_text(root / "docs" / "README.md", _docs(meta, plans, fold, metrics))
     atomic_write_text(root / "LICENSE", LICENSE_TEXT)

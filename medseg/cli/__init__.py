@@ -1,18 +1,19 @@
 """The ``medseg`` command line: thin commands over library calls.
 
 Each pipeline stage registers its commands from its own module (``medseg.cli.io_cmds``,
-``medseg.cli.train_cmd``, ...). A :class:`~medseg.errors.MedsegError` becomes a one-line
-message and exit code 1; ``--verbose`` shows the traceback and debug logging.
+``medseg.cli.train_cmd``, ...); each is imported and registered explicitly below, in
+pipeline order. A :class:`~medseg.errors.MedsegError` becomes a one-line message and exit
+code 1; ``--verbose`` shows the traceback and debug logging.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
 import typer
 
+from medseg.cli import bundle_cmd, data_cmds, evaluate_cmd, io_cmds, predict_cmd, train_cmd
 from medseg.errors import MedsegError
 
 app = typer.Typer(
@@ -24,16 +25,6 @@ app = typer.Typer(
 )
 
 _state = {"verbose": False}
-
-# Command modules, in pipeline order. Each defines ``register(app)``.
-COMMAND_MODULES = (
-    "medseg.cli.io_cmds",
-    "medseg.cli.data_cmds",
-    "medseg.cli.train_cmd",
-    "medseg.cli.predict_cmd",
-    "medseg.cli.evaluate_cmd",
-    "medseg.cli.bundle_cmd",
-)
 
 
 @app.callback()
@@ -48,18 +39,13 @@ def _root(
     )
 
 
-def _register_all() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not installed in this build
-                continue
-            raise
-        module.register(app)
-
-
-_register_all()
+# The commands, in pipeline order.
+io_cmds.register(app)
+data_cmds.register(app)
+train_cmd.register(app)
+predict_cmd.register(app)
+evaluate_cmd.register(app)
+bundle_cmd.register(app)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from rich.table import Table
 from medseg.data.manifest import load_manifest
 from medseg.data.validation import ValidationReport, validate_manifest
 from medseg.errors import MedsegError
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

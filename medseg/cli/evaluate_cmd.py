@@ -12,8 +12,6 @@ from rich.table import Table
 
 from medseg.errors import MedsegError
 
-OUTPUT_FILES = ("metrics.csv", "summary.json", "report.md", "report.html")
-
 
 def parse_labels(text: str | None, option: str) -> list[int] | None:
     """``"1,2"`` -> ``[1, 2]``; ``None``/empty -> ``None``."""
@@ -30,25 +28,12 @@ def parse_labels(text: str | None, option: str) -> list[int] | None:
     return values
 
 
-def _check_options(
-    ref: Path | None, manifest: Path | None, data_root: Path | None, connectivity: int, match: str
-) -> None:
+def _check_sources(ref: Path | None, manifest: Path | None, data_root: Path | None) -> None:
+    """Which flags go together (the values are checked by the library)."""
     if manifest is None and ref is None:
         raise MedsegError("give --ref DIR (reference label maps) or --manifest with --data-root")
     if manifest is not None and data_root is None:
         raise MedsegError("--manifest needs --data-root (the folder its paths are relative to)")
-    if connectivity not in (1, 2, 3, 6, 18, 26):
-        raise MedsegError(f"--connectivity: expected 1, 2, 3 (or 6, 18, 26), found {connectivity}")
-    if match not in ("any", "iou"):
-        raise MedsegError(f"--lesion-match: expected 'any' or 'iou', found {match!r}")
-
-
-def _check_out(out: Path, force: bool) -> None:
-    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if existing and not force:
-        raise MedsegError(
-            f"report folder already holds {', '.join(existing)} (use --force to overwrite)", out
-        )
 
 
 def _cell(stats: dict[str, Any], digits: int = 4) -> str:
@@ -137,59 +122,35 @@ def evaluate(
     \b
     Example: medseg evaluate --pred preds/ --ref labelsTs/ --labels 1,2 --out report/
     """
-    from medseg.metrics.evaluate import evaluate_cases, pair_folders, pair_manifest
-    from medseg.metrics.summary import (
-        HD95_CONVENTION,
-        summarize,
-        write_metrics_csv,
-        write_summary_json,
-    )
+    from medseg.workflows.evaluate import EvaluateConfig, evaluate_folder
 
-    _check_options(ref, manifest, data_root, connectivity, lesion_match)
+    _check_sources(ref, manifest, data_root)
     labs = parse_labels(labels, "--labels")
-    lesions = parse_labels(lesion_labels, "--lesion-labels") or []
-    if out is not None:
-        _check_out(out, force)
-    names: dict[int, str] = {}
-    if manifest is not None and data_root is not None:
-        pairs, unmatched, names = pair_manifest(manifest, data_root, pred)
-        labs = labs if labs is not None else (sorted(names) or None)
-    else:
-        pairs, unmatched = pair_folders(pred, ref)  # type: ignore[arg-type]
-    err = Console(stderr=True)
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("scoring", total=len(pairs))
-        ev = evaluate_cases(
-            pairs,
-            labels=labs,
-            progress=lambda _cid: bar.advance(task),
-            tolerance_mm=tolerance,
-            lesion_labels=lesions,
-            connectivity=connectivity,
-            lesion_overlap=lesion_match,
-            lesion_iou_threshold=lesion_iou,
-        )
-    ev.unmatched, ev.label_names = unmatched, names
-    if unmatched:
-        err.print(f"[yellow]predictions without a reference (ignored):[/] {', '.join(unmatched)}")
-    summary = summarize(
-        ev.rows,
-        ev.labels,
+    config = EvaluateConfig(
+        labels=None if labs is None else tuple(labs),
         tolerance_mm=tolerance,
-        hd95_convention=HD95_CONVENTION,
-        label_names={str(k): v for k, v in names.items()},
-        missing_predictions=ev.missing,
-        unmatched_predictions=unmatched,
-        resampled_predictions=ev.resampled,
+        lesion_labels=tuple(parse_labels(lesion_labels, "--lesion-labels") or ()),
+        connectivity=connectivity,
+        lesion_match=lesion_match,  # type: ignore[arg-type]  # checked by EvaluateConfig
+        lesion_iou=lesion_iou,
+        qc_cases=qc_cases,
     )
-    print_summary(summary, names, Console())
-    if out is not None:
-        from medseg.metrics.report import write_report
-
-        write_metrics_csv(ev.rows, out / "metrics.csv")
-        write_summary_json(summary, out / "summary.json")
-        md, _ = write_report(ev, summary, out, max_cases=qc_cases)
-        Console().print(f"wrote {out / 'metrics.csv'}, {out / 'summary.json'}, {md}")
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("scoring", total=None)
+        result = evaluate_folder(
+            pred,
+            ref=ref,
+            manifest=manifest,
+            data_root=data_root,
+            out=out,
+            config=config,
+            force=force,
+            progress=lambda _cid, done, total: bar.update(task, completed=done, total=total),
+        )
+    print_summary(result.summary, result.label_names, Console())
+    if result.files:
+        csv_path, json_path, md = result.files[:3]
+        Console().print(f"wrote {csv_path}, {json_path}, {md}")
 
 
 def register(app: typer.Typer) -> None:

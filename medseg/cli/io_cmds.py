@@ -12,52 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.errors import MedsegError
-from medseg.io import SeriesInfo, Volume, list_series, load_volume, write_nifti
-from medseg.io.dicom import select_series
-from medseg.io.nifti import is_nifti
+from medseg.io import SeriesInfo, Volume, load_volume
+from medseg.io.convert import convert_to_nifti, resolve_source
 
 logger = logging.getLogger(__name__)
 
 SERIES_HELP = "DICOM folders with several series: a SeriesInstanceUID or the series number."
-
-
-def resolve_input(
-    path: Path, series: str | None, *, choose: bool = True
-) -> tuple[Path, str | None, list[SeriesInfo]]:
-    """Where to read from: a file, a series folder, or a series chosen in a study's sub-folders.
-
-    Returns ``(path to load, series to pass to load_volume, series listed in the folder)``. A
-    folder without DICOM files of its own but with series folders below it (a study stored one
-    folder per series) resolves to the chosen sub-folder.
-    """
-    if not path.is_dir():
-        return path, series, []
-    infos = list_series(path)
-    if infos:
-        return path, series, infos
-    infos = list_series(path, recursive=True)
-    if not infos:
-        return path, series, []  # load_volume reports the empty folder
-    if not choose and series is None:
-        return path, series, infos
-    chosen = select_series(infos, series, path)
-    return chosen.folder, chosen.uid, infos
-
-
-def _nifti_array(array: np.ndarray) -> np.ndarray:
-    """The array in a dtype NIfTI viewers read: bool -> uint8, float16 -> float32, 64-bit
-    integers narrowed to the smallest type holding their values; others unchanged."""
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    if array.dtype == np.float16:
-        return array.astype(np.float32)
-    if array.dtype in (np.int64, np.uint64) and array.size:
-        lo, hi = int(array.min()), int(array.max())
-        for cand in (np.uint8, np.int16, np.uint16, np.int32):
-            if np.iinfo(cand).min <= lo and hi <= np.iinfo(cand).max:
-                return array.astype(cand)
-    return array
 
 
 def convert(
@@ -68,18 +28,8 @@ def convert(
 ) -> None:
     """Convert a scan (e.g. a DICOM series) to NIfTI with its exact geometry (RAS affine in
     qform and sform) and its intensity dtype; the write is atomic."""
-    if not is_nifti(output):
-        raise MedsegError("expected an output name ending in .nii or .nii.gz", output)
-    if output.exists() and not force:
-        raise MedsegError("output exists; pass --force to overwrite it", output)
-    src, chosen, _ = resolve_input(input, series)
-    volume = load_volume(src, series=chosen, allow_empty=True)
-    codes = {
-        "qform_code": int(volume.meta.get("qform_code", 1) or 1),
-        "sform_code": int(volume.meta.get("sform_code", 1) or 1),
-    }
-    array = _nifti_array(volume.array)
-    write_nifti(array, volume.affine, output, **codes)
+    volume = convert_to_nifti(input, output, series=series, overwrite=force)
+    array = volume.array
     spacing = " x ".join(f"{s:.4g}" for s in volume.spacing)
     Console(soft_wrap=True).print(
         f"wrote {output}: shape {'x'.join(map(str, array.shape))}, {array.dtype}, "
@@ -166,7 +116,7 @@ def info(
 ) -> None:
     """Describe a scan: shape, dtype, spacing (mm), axis codes, origin, affine, intensity
     range and modality; for a DICOM folder (or study of series folders), the series found."""
-    src, chosen, infos = resolve_input(input, series, choose=False)
+    src, chosen, infos = resolve_source(input, series, choose=False)
     images = [s for s in infos if s.is_image]
     described = None
     if not infos or len(images) == 1 or series is not None:

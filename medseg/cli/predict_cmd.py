@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.errors import MedsegError
 from medseg.inference.batch import BatchSummary, predict_batch
-from medseg.inference.config import InferConfig, parse_folds
+from medseg.inference.config import InferConfig, load_infer_config, parse_folds, save_infer_config
 from medseg.runtime import distributed as ddp
 
 logger = logging.getLogger(__name__)
+_D = InferConfig()  # the defaults quoted in --help
 
 
 def print_summary(summary: BatchSummary, console: Console) -> None:
@@ -45,56 +47,79 @@ def predict(
         "file and every folder of DICOM files is one case).",
     ),
     output: Path = typer.Option(
-        ..., "--output", help="Folder for <case>.nii.gz, <case>.json and summary.json/.csv."
+        ...,
+        "--output",
+        help="Folder for <case>.nii.gz, <case>.json, summary.json/.csv and predict_config.yaml.",
     ),
-    folds: str = typer.Option("all", "--folds", help="Folds to ensemble: 'all' or e.g. '0,1'."),
-    tta: bool = typer.Option(False, "--tta/--no-tta", help="Mirror test-time augmentation (8x)."),
-    overlap: float = typer.Option(0.5, "--overlap", help="Window overlap fraction, 0 <= F < 1."),
-    sw_batch_size: int = typer.Option(4, "--sw-batch-size", help="Windows per forward pass."),
-    postprocess: str = typer.Option(
-        "auto",
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="YAML prediction config: top-level keys are InferConfig fields; flags override it.",
+    ),
+    folds: str | None = typer.Option(
+        None, "--folds", help="Folds to ensemble: 'all' or e.g. '0,1' (default all)."
+    ),
+    checkpoint: str | None = typer.Option(
+        None,
+        "--checkpoint",
+        help=f"best or last checkpoint of each fold (default {_D.checkpoint}).",
+    ),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Mirror test-time augmentation, 8x compute (default off)."
+    ),
+    overlap: float | None = typer.Option(
+        None, "--overlap", help=f"Window overlap fraction, 0 <= F < 1 (default {_D.overlap})."
+    ),
+    sw_batch_size: int | None = typer.Option(
+        None, "--sw-batch-size", help=f"Windows per forward pass (default {_D.sw_batch_size})."
+    ),
+    postprocess: str | None = typer.Option(
+        None,
         "--postprocess",
-        help="auto: apply the post-processing decided on validation data; none: raw argmax.",
+        help="auto: apply the post-processing decided on validation data; none: raw argmax "
+        f"(default {_D.postprocess}).",
     ),
     crf: bool | None = typer.Option(
         None, "--crf/--no-crf", help="Force the dense CRF on or off (default: as decided)."
     ),
-    save_probabilities: bool = typer.Option(
-        False, "--save-probabilities", help="Also write <case>_probabilities.nii.gz (4D)."
+    save_probabilities: bool | None = typer.Option(
+        None,
+        "--save-probabilities/--no-save-probabilities",
+        help="Also write <case>_probabilities.nii.gz, 4D (default off).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Redo cases whose outputs exist (default: skip them)."
+    device: str | None = typer.Option(
+        None, "--device", help=f"auto, cpu or cuda (default {_D.device})."
+    ),
+    overwrite: bool | None = typer.Option(
+        None,
+        "--overwrite/--no-overwrite",
+        help="Redo cases whose outputs exist (default: skip them).",
     ),
     series: str | None = typer.Option(
         None, "--series", help="DICOM SeriesInstanceUID (or number) for multi-series folders."
     ),
 ) -> None:
-    """Segment scans; masks are written in each scan's own geometry. Exit 1 if a case failed."""
-    if postprocess not in ("auto", "none"):
-        raise MedsegError(f"--postprocess: expected 'auto' or 'none', found {postprocess!r}")
-    info = ddp.init(device, backend="gloo")  # predict gathers per-case results only
-    device = ddp.rank_device(device, info)
-    config = InferConfig(
-        folds=parse_folds(folds),
-        tta=tta,
-        overlap=overlap,
-        sw_batch_size=sw_batch_size,
-        device=device,
-        postprocess=postprocess,  # type: ignore[arg-type]
-        crf=crf,
-        save_probabilities=save_probabilities,
-        overwrite=overwrite,
-        series=series,
-    )
-    config.validate()
-    from medseg.inference.predictor import Predictor
+    """Segment scans; masks are written in each scan's own geometry. Exit 1 if a case failed.
 
-    predictor = Predictor.from_path(model, config=config)
+    Options: --config YAML, then the flags given; resolved into OUTPUT/predict_config.yaml.
+    """
+    overrides: dict[str, Any] = {
+        "folds": parse_folds(folds) if folds is not None else None,
+        "checkpoint": checkpoint,
+        "tta": tta,
+        "overlap": overlap,
+        "sw_batch_size": sw_batch_size,
+        "postprocess": postprocess,
+        "crf": crf,
+        "save_probabilities": save_probabilities,
+        "device": device,
+        "overwrite": overwrite,
+        "series": series,
+    }
+    cfg = load_infer_config(config, overrides)  # validated here, once
+    info = ddp.init(cfg.device, backend="gloo")  # predict gathers per-case results only
     try:
-        summary = predict_batch(
-            predictor, input_path, output, rank=info.rank, world_size=info.world_size
-        )
+        summary = _run(cfg, model, input_path, output, info)
     finally:
         ddp.cleanup(info)
     if info.is_main:
@@ -103,6 +128,20 @@ def predict(
         names = ", ".join(r.name for r in summary.failed)
         typer.secho(f"{len(summary.failed)} case(s) failed: {names}", err=True, fg="red")
         raise typer.Exit(1)
+
+
+def _run(
+    cfg: InferConfig, model: Path, input_path: Path, output: Path, info: ddp.DistInfo
+) -> BatchSummary:
+    """Load the model on this rank's device, record the resolved config, predict the batch."""
+    from medseg.inference.predictor import Predictor
+
+    device = ddp.rank_device(cfg.device, info)
+    rank_cfg = cfg if device == cfg.device else dataclasses.replace(cfg, device=device)
+    predictor = Predictor.from_path(model, config=rank_cfg)
+    if info.is_main:  # the config as resolved from --config and flags (device not per rank)
+        logger.info("resolved config: %s", save_infer_config(cfg, output))
+    return predict_batch(predictor, input_path, output, rank=info.rank, world_size=info.world_size)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from medseg.data.synthetic import CT_LABELS, MR_LABELS, Phantom, make_ct_phantom, make_mr_phantom
 from medseg.errors import MedsegError
 from medseg.io import Volume, save_mask, write_nifti
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 
 Split = dict[str, list[str]]
 

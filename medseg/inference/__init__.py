@@ -2,7 +2,7 @@
 folder-level batch prediction (:func:`predict_batch`)."""
 
 from medseg.inference.batch import BatchSummary, CaseResult, predict_batch
-from medseg.inference.config import InferConfig
+from medseg.inference.config import InferConfig, load_infer_config
 from medseg.inference.predictor import Prediction, Predictor
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "InferConfig",
     "Prediction",
     "Predictor",
+    "load_infer_config",
     "predict_batch",
 ]

@@ -28,7 +28,7 @@ from medseg.inference.cases import CaseInput, discover_cases
 from medseg.inference.predictor import Prediction, Predictor, Preprocessed
 from medseg.inference.writers import mask_volumes_ml, write_probabilities
 from medseg.io import load_volume, save_mask
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)

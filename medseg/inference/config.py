@@ -1,14 +1,48 @@
-"""``InferConfig``: every option of prediction, as data (CLI flags override its fields)."""
+"""``InferConfig``: every option of prediction, as data, and its YAML file.
+
+``medseg predict --config infer.yaml`` reads the file with :func:`load_infer_config`; its
+top-level keys are the fields of :class:`InferConfig` (no section), every key optional::
+
+    folds: [0, 1]          # [] = every trained fold
+    checkpoint: best       # best | last
+    tta: false
+    overlap: 0.5
+    sw_batch_size: 4
+    sigma_scale: 0.125
+    device: auto           # auto | cpu | cuda | cuda:N
+    accumulation: auto     # auto | float16 | float32
+    fp16_threshold_mvox: 64.0
+    slab_mvox: 4.0
+    postprocess: auto      # auto | none
+    crf: null              # null: as decided after training; true / false: force on / off
+    save_probabilities: false
+    overwrite: false
+    series: null
+    prefetch: true
+
+Command-line flags override the fields they name, only when given. The resolved config is
+written to ``OUTPUT/predict_config.yaml`` and can be passed back to ``--config``.
+"""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+from medseg.config import dump_yaml, load_config
 from medseg.errors import MedsegError
 
 Accumulation = Literal["auto", "float16", "float32"]
 PostprocessMode = Literal["auto", "none"]
+Checkpoint = Literal["best", "last"]
+RESOLVED_NAME = "predict_config.yaml"
+_LITERALS: dict[str, Any] = {
+    "checkpoint": Checkpoint,
+    "accumulation": Accumulation,
+    "postprocess": PostprocessMode,
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +91,7 @@ class InferConfig:
     """
 
     folds: tuple[int, ...] = ()
-    checkpoint: Literal["best", "last"] = "best"
+    checkpoint: Checkpoint = "best"
     tta: bool = False
     overlap: float = 0.5
     sw_batch_size: int = 4
@@ -73,8 +107,21 @@ class InferConfig:
     series: str | None = None
     prefetch: bool = True
 
-    def validate(self) -> None:
-        """Raise :class:`MedsegError` naming the first out-of-range field."""
+    def __post_init__(self) -> None:
+        """Raise :class:`MedsegError` naming the first out-of-range field.
+
+        The one place an ``InferConfig`` is checked: every instance, whether read from YAML
+        (:func:`medseg.config.from_dict` builds it through ``__init__``), built in Python or
+        made by ``dataclasses.replace``, is validated once, when it is constructed, so no
+        consumer (``Predictor``, ``medseg predict``) needs to check it again. There is no
+        ``validate()`` method on purpose: ``from_dict`` would call it a second time.
+        """
+        for name in ("checkpoint", "accumulation", "postprocess"):
+            allowed = typing.get_args(_LITERALS[name])
+            if getattr(self, name) not in allowed:
+                raise MedsegError(
+                    f"infer.{name}: expected one of {list(allowed)}, found {getattr(self, name)!r}"
+                )
         if not 0.0 <= self.overlap < 1.0:
             raise MedsegError(f"infer.overlap: expected 0 <= overlap < 1, found {self.overlap}")
         if self.sw_batch_size < 1:
@@ -87,6 +134,48 @@ class InferConfig:
             raise MedsegError(f"infer.device: expected auto, cpu or cuda, found {self.device!r}")
         if any(f < 0 for f in self.folds):
             raise MedsegError(f"infer.folds: expected fold numbers >= 0, found {self.folds}")
+        if self.fp16_threshold_mvox < 0:
+            raise MedsegError(
+                f"infer.fp16_threshold_mvox: expected >= 0, found {self.fp16_threshold_mvox}"
+            )
+
+
+def load_infer_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> InferConfig:
+    """Read a prediction config (or start from defaults) and apply overrides.
+
+    Parameters
+    ----------
+    path
+        YAML file whose top-level keys are :class:`InferConfig` fields (see the module
+        docstring); ``None``: defaults only.
+    overrides
+        ``{"overlap": 0.25, ...}`` (field names), e.g. from command-line flags; ``None``
+        values are ignored (flag not given).
+
+    Returns
+    -------
+    InferConfig
+        Type-checked and range-checked (once, on construction).
+
+    Raises
+    ------
+    MedsegError
+        For unknown keys (with a "did you mean" hint), wrong types or out-of-range values,
+        naming the key; prefixed with ``path`` when the bad value came from the file.
+    """
+    return load_config(InferConfig, path, overrides, "infer")
+
+
+def save_infer_config(config: InferConfig, folder: str | Path) -> Path:
+    """Write ``config`` as ``folder/predict_config.yaml`` (atomically); return the path.
+
+    The file loads back with :func:`load_infer_config` to an equal config.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return dump_yaml(config, out / RESOLVED_NAME)
 
 
 def parse_folds(text: str) -> tuple[int, ...]:

@@ -99,8 +99,7 @@ class Predictor:
         postprocessing: Any | None = None,
         identity: dict[str, Any] | None = None,
     ) -> None:
-        self.config = config or InferConfig()
-        self.config.validate()
+        self.config = config or InferConfig()  # an InferConfig validates itself when built
         if not models:
             raise MedsegError("a Predictor needs at least one network")
         self.device = resolve_device(self.config.device)
@@ -161,7 +160,6 @@ class Predictor:
             config = dataclasses.replace(config, folds=tuple(int(f) for f in folds))
         if device is not None:
             config = dataclasses.replace(config, device=device)
-        config.validate()
         target = resolve_device(config.device)
         loaded = load_models(
             path, folds=config.folds, which=config.checkpoint, device=target, kind=kind
@@ -280,20 +278,6 @@ class Predictor:
             probabilities=probabilities,
         )
         return np.asarray(out).astype(labels.dtype, copy=False), _describe(self.postprocessing)
-
-    def predict_probabilities(self, volume: Volume) -> Volume:
-        """Class probabilities ``(C, I, J, K)`` float16 on the source grid, not post-processed."""
-        pre = self.preprocess(volume)
-        probs = self.network_probabilities(pre)
-        _, full = resample_to_source(
-            probs,
-            pre.affine,
-            volume.affine,
-            volume.spatial_shape,
-            slab_mvox=self.config.slab_mvox,
-            return_probabilities=True,
-        )
-        return Volume(full, volume.affine, meta={"labels": self.label_names})  # type: ignore[arg-type]
 
     def __call__(self, volume: Volume) -> Volume:
         """Segment ``volume``: a label map with exactly ``volume``'s affine and shape."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from medseg.io.nifti import publish
+from medseg.io.atomic import atomic_path
 from medseg.io.volume import Volume
 
 
@@ -46,13 +45,6 @@ def write_probabilities(probabilities: Volume, path: str | os.PathLike[str]) -> 
     img.set_data_dtype(np.uint8)
     img.set_qform(probabilities.affine, code=1)
     img.set_sform(probabilities.affine, code=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
     return path

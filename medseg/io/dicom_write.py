@@ -19,6 +19,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from pydicom.valuerep import format_number_as_ds
 
 from medseg.errors import MedsegError
+from medseg.io.atomic import atomic_path
 from medseg.io.geometry import ras_to_lps
 from medseg.io.volume import Volume
 
@@ -188,7 +189,8 @@ def write_dicom_series(
         ds = _slice_dataset(base, lps @ np.array([0.0, 0.0, k, 1.0]), normal, k)
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T.astype(dtype)).tobytes()
         path = folder / names[k]
-        ds.save_as(path, enforce_file_format=True)
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
         paths.append(path)
     logger.debug("wrote %d %s slices to %s", n_k, modality, folder)
     return paths

@@ -46,20 +46,6 @@ def affine_from_itk(
     return lps_to_ras(aff)
 
 
-def itk_geometry_from_affine(
-    affine_ras: np.ndarray,
-) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """Return ITK ``(origin, spacing, direction)`` (LPS) for a voxel-to-RAS affine."""
-    lps = ras_to_lps(affine_ras)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    direction = lps[:3, :3] / spacing[None, :]
-    return (
-        tuple(float(v) for v in lps[:3, 3]),
-        tuple(float(v) for v in spacing),
-        tuple(float(v) for v in direction.ravel()),
-    )
-
-
 def world_coordinates(affine: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Map voxel indices ``(N, 3)`` to world coordinates ``(N, 3)`` in mm."""
     idx = np.asarray(indices, dtype=np.float64)

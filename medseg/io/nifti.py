@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import logging
 import os
-import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.errors import MedsegError
+from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -77,31 +76,6 @@ def read_nifti(path: Path) -> Volume:
     return Volume(array=array, affine=img.affine, path=Path(path), meta=meta)
 
 
-@functools.lru_cache(maxsize=1)
-def current_umask() -> int:
-    """The process umask, read once (``os.umask`` can only be read by setting it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def publish(tmp: str | Path, path: Path) -> None:
-    """Give a finished temporary file normal permissions and rename it onto ``path``.
-
-    ``tempfile.mkstemp`` creates files readable by the owner only; outputs should get the
-    permissions any other new file would (``0o666`` minus the umask).
-    """
-    os.chmod(tmp, 0o666 & ~current_umask())
-    os.replace(tmp, path)
-
-
-def _atomic_target(path: Path) -> tuple[int, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    return fd, Path(tmp)
-
-
 def write_nifti(
     array: np.ndarray,
     affine: np.ndarray,
@@ -120,14 +94,8 @@ def write_nifti(
     img.set_qform(affine, code=qform_code or 1)
     img.set_sform(affine, code=sform_code or 1)
     img.header.set_xyzt_units("mm", "sec")
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
-        publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -197,18 +165,3 @@ def sidecar_path(path: Path) -> Path:
     name = path.name
     stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
     return path.with_name(stem + ".json")
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -13,7 +13,7 @@ finite ones, so they are never silently averaged. See ``medseg/metrics/README.md
 
 from medseg.metrics.case import compute_case_metrics
 from medseg.metrics.lesion import lesion_metrics
-from medseg.metrics.overlap import dice_per_label, overlap_metrics
+from medseg.metrics.overlap import dice_per_label
 from medseg.metrics.surface import SurfaceDistances, surface_distances, surface_metrics
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "compute_case_metrics",
     "dice_per_label",
     "lesion_metrics",
-    "overlap_metrics",
     "surface_distances",
     "surface_metrics",
 ]

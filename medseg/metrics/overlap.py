@@ -73,31 +73,6 @@ def overlap_from_counts(
     }
 
 
-def overlap_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0)
-) -> dict[str, float]:
-    """Overlap measures of two binary masks on the same grid.
-
-    Parameters
-    ----------
-    pred, ref
-        Boolean masks of equal shape ``(I, J, K)``.
-    spacing
-        Voxel size in mm along ``(I, J, K)``; only the volumes depend on it.
-
-    Returns
-    -------
-    dict
-        See :func:`overlap_from_counts`; empty masks follow the module's rules.
-    """
-    p = np.asarray(pred, dtype=bool)
-    r = np.asarray(ref, dtype=bool)
-    tp = int(np.count_nonzero(p & r))
-    return overlap_from_counts(
-        tp, int(np.count_nonzero(p)), int(np.count_nonzero(r)), float(np.prod(spacing))
-    )
-
-
 def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels: Sequence[int]) -> dict[int, float]:
     """Dice coefficient of each label of two label maps (cheap: counts only, no distances).
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from medseg.io import load_volume
-from medseg.io.nifti import atomic_write_text, publish
+from medseg.io.atomic import atomic_path, atomic_write_text
 from medseg.metrics.evaluate import (
     CasePair,
     Evaluation,
@@ -100,15 +98,8 @@ def overlay_figure(
         ax.set_axis_off()
     fig.suptitle(f"{title}  (green: reference, red: prediction)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=80)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     return path
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 from medseg.metrics.case import METRIC_KEYS
 from medseg.metrics.lesion import LESION_KEYS
 

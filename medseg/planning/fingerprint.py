@@ -12,7 +12,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +20,7 @@ from scipy import ndimage
 from medseg.data.manifest import Case
 from medseg.errors import MedsegError
 from medseg.io import load_volume
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +57,6 @@ class Fingerprint:
     intensity: dict[str, float]
     class_fractions: dict[str, float]
     label_centroids: list[dict[str, list[float]]] = field(default_factory=list)
-
-    @property
-    def median_spacing(self) -> np.ndarray:
-        """Median spacing (mm) per RAS axis, shape ``(3,)``."""
-        return np.median(np.asarray(self.spacings, dtype=float), axis=0)
-
-    @property
-    def median_shape(self) -> np.ndarray:
-        """Median cropped shape (voxels) per RAS axis at the native spacing, shape ``(3,)``."""
-        return np.median(np.asarray(self.shapes, dtype=float), axis=0)
 
 
 def _ras_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -156,15 +145,3 @@ def _centroids(label: np.ndarray, spacing: np.ndarray) -> dict[str, list[float]]
 def save_fingerprint(fp: Fingerprint, path: str | Path) -> Path:
     """Write ``fingerprint.json`` atomically."""
     return atomic_write_text(Path(path), json.dumps(asdict(fp), indent=1))
-
-
-def load_fingerprint(path: str | Path) -> Fingerprint:
-    """Read ``fingerprint.json``; a missing or malformed file is a :class:`MedsegError`."""
-    p = Path(path)
-    try:
-        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-        return Fingerprint(**data)
-    except FileNotFoundError as exc:
-        raise MedsegError("fingerprint file not found", p) from exc
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise MedsegError(f"invalid fingerprint: {exc}", p) from exc

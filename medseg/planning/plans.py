@@ -151,7 +151,7 @@ class Plans:
 
 def save_plans(plans: Plans, path: str | Path) -> Path:
     """Write plans as JSON (atomic)."""
-    from medseg.io.nifti import atomic_write_text
+    from medseg.io.atomic import atomic_write_text
 
     data = to_dict(plans)
     data["labels"] = {str(k): v for k, v in plans.labels.items()}

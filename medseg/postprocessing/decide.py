@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from medseg.config import from_dict, to_dict
 from medseg.errors import MedsegError
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 from medseg.metrics import dice_per_label
 from medseg.postprocessing.crf import CRFConfig
 from medseg.postprocessing.morphology import (

@@ -16,8 +16,6 @@ import glob
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.manifest import Case
+from medseg.io.atomic import atomic_path
 from medseg.planning.plans import Plans
 from medseg.preprocessing.pipeline import preprocessing_transforms
 
@@ -84,14 +83,8 @@ def _preprocess_one(case: Case, plans: Plans, target: Path) -> None:
     }
     if case.label is not None:
         arrays["label"] = np.rint(out["label"].detach().cpu().numpy()).astype(np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".npz", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:  # ends with .npz, so np.savez keeps the name
         np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PreprocessedCache:

@@ -9,14 +9,14 @@ learning rate), ``epoch`` (epochs completed), ``best_metric``, ``ema_metric``, `
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from medseg.io.atomic import atomic_path
 
 
 def rng_state() -> dict[str, Any]:
@@ -47,16 +47,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` with ``torch.save`` to a temporary file, then rename it into place.
 
-    A run killed mid-write leaves the previous checkpoint intact.
+    A run killed mid-write leaves the previous checkpoint intact. The file gets the mode a
+    plain ``open`` gives (``0o666`` minus the umask); see :func:`medseg.io.atomic.atomic_path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

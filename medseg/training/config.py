@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medseg.config import apply_overrides, from_dict, load_yaml
+from medseg.config import load_config
 from medseg.errors import MedsegError
 from medseg.planning.config import PlansConfig
 from medseg.transforms.config import AugmentConfig
@@ -133,11 +133,4 @@ def load_run_config(
     MedsegError
         For unknown keys (with a "did you mean" hint) or wrong types, naming the file.
     """
-    data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or {})
-    try:
-        return from_dict(RunConfig, data, "config")
-    except MedsegError as exc:
-        if path is not None and exc.path is None:
-            raise MedsegError(exc.message, path) from exc
-        raise
+    return load_config(RunConfig, path, overrides, "config")

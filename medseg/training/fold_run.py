@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 from medseg.runtime import distributed as ddp
 from medseg.training.checkpoint import save_checkpoint
 from medseg.training.loop import FoldTrainer

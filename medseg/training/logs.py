@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

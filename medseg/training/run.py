@@ -10,7 +10,8 @@ Run directory contract (read by inference and bundle export)::
     RUN_DIR/fold_<k>/checkpoint_best.pt, checkpoint_last.pt, log.csv, metrics.json,
                      tensorboard/
 
-On ``resume`` the fingerprint, plans and splits are read back from the run directory.
+On ``resume`` the plans and splits are read back from the run directory (the fingerprint
+is kept as written; nothing is recomputed).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from medseg.data.manifest import Manifest, load_manifest
 from medseg.data.splits import kfold_splits, read_splits, write_splits
 from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
-from medseg.io.nifti import atomic_write_text
+from medseg.io.atomic import atomic_write_text
 from medseg.planning.fingerprint import compute_fingerprint, save_fingerprint
 from medseg.planning.planner import plan
 from medseg.planning.plans import load_plans, save_plans

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from atomic_helpers import (
+    DiskFullError,
+    folder_state,
+    raise_after,
+    tear_text_writes,
+    write_half_and_raise,
+)
 from tiny_run import SHAPE, SPACING, make_tiny_run, tiny_plans
 
+from medseg.bundle import export as export_mod
 from medseg.bundle import export_bundle, verify_metadata
 from medseg.cli import main
 from medseg.data.synthetic import make_ct_phantom
@@ -70,13 +79,22 @@ def test_layout_and_metadata(bundle: Path) -> None:
     assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".")]  # no temp dir
 
 
-def test_monai_verify_metadata_offline(bundle: Path) -> None:
+def test_monai_verify_metadata_offline(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONAI's own checker accepts the metadata against the shipped schema, without network."""
+    import socket
+
     from monai.bundle import verify_metadata as monai_verify
 
-    monai_verify(
-        meta_file=str(bundle / "configs/metadata.json"),
-        filepath=str(bundle / "configs/meta_schema.json"),
-    )
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("verify_metadata tried to download its schema")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    schema = bundle / "configs/meta_schema.json"
+    shipped = schema.read_bytes()
+    # raises ValueError naming the field on a schema violation (see the next test)
+    monai_verify(meta_file=str(bundle / "configs/metadata.json"), filepath=str(schema))
+    assert schema.read_bytes() == shipped
 
 
 def test_monai_verify_metadata_rejects_a_broken_file(bundle: Path, tmp_path: Path) -> None:
@@ -170,3 +188,38 @@ def test_export_cli(run_dir: Path, tmp_path: Path) -> None:
     assert main(["export-bundle", str(run_dir), str(out), "--name", "x", "--version", "2.0.0"]) == 0
     assert json.loads((out / "configs/metadata.json").read_text())["version"] == "2.0.0"
     assert main(["verify-bundle", str(out)]) == 0
+
+
+def _fail_verify(path: Path) -> None:
+    raise DiskFullError()
+
+
+def _interrupt_verify(path: Path) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("failure", ["model.pt", "model.ts", "configs", "verify", "interrupt"])
+def test_failed_forced_export_keeps_old_bundle(
+    run_dir: Path, bundle: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    before = folder_state(bundle.parent)
+    if failure == "model.pt":
+        monkeypatch.setattr(torch, "save", raise_after(torch.save))
+    elif failure == "model.ts":
+        monkeypatch.setattr(export_mod, "_torchscript", write_half_and_raise(2))
+    elif failure == "configs":
+        tear_text_writes(monkeypatch, skip=2)  # metadata.json, inference.json land
+    else:
+        verify = _fail_verify if failure == "verify" else _interrupt_verify
+        monkeypatch.setattr(export_mod, "verify_metadata", verify)
+    with pytest.raises(KeyboardInterrupt if failure == "interrupt" else DiskFullError):
+        export_bundle(run_dir, bundle, name="other", force=True)
+    assert folder_state(bundle.parent) == before  # old bundle byte-identical, no temp folder
+
+
+def test_bundle_modes_follow_umask(bundle: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o777 & ~umask
+    for rel in ("models/model.pt", "models/model.ts", "configs/meta_schema.json", "LICENSE"):
+        assert stat.S_IMODE((bundle / rel).stat().st_mode) == 0o666 & ~umask, rel

@@ -188,6 +188,7 @@ def test_case_id_from_path(name: str, case_id: str) -> None:
     assert case_id_from_path(name) == case_id
 
 
+@pytest.mark.realdata
 def test_real_hippocampus_manifest_validates(shared_data: Path) -> None:
     root = shared_data / "msd_hippocampus"
     manifest_path = Path(__file__).resolve().parents[2] / "data_manifests" / "msd_hippocampus.json"

@@ -214,3 +214,5 @@ def test_torchrun_splits_cases_across_ranks(run_dir: Path, cases_dir: Path, tmp_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1}
     assert sorted(r["name"] for r in summary["cases"]) == ["broken", "case0", "case1", "ct_series"]
+    resolved = (out / "predict_config.yaml").read_text()  # written once, by rank 0
+    assert "device: cpu" in resolved and "cuda" not in resolved

@@ -235,7 +235,7 @@ def test_parse_folds_and_config_checks() -> None:
     with pytest.raises(MedsegError, match="--folds"):
         parse_folds("zero")
     with pytest.raises(MedsegError, match="overlap"):
-        InferConfig(overlap=1.0).validate()
+        InferConfig(overlap=1.0)  # validated on construction
 
 
 def test_resample_with_interpolation_matches_scipy() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from atomic_helpers import DiskFullError, folder_state, raise_after
 from io_test_helpers import (
     axcodes_affine,
     flip_k,
@@ -199,3 +200,18 @@ def test_enhanced_multiframe_matches_single_frame_series(tmp_path, rng):
     np.testing.assert_allclose(multi.affine, single.affine, atol=1e-6)
     np.testing.assert_array_equal(multi.array, single.array)
     assert multi.meta["n_frames"] == SHAPE[2]
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["old-series", "no-series"])
+def test_failed_slice_write_keeps_old_slice(tmp_path, rng, monkeypatch, existing):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    affine = GEOMETRIES["axial LPS"]
+    names = [f"s{k}.dcm" for k in range(SHAPE[2])]
+    if existing:
+        write_dicom_series(random_volume(affine, SHAPE, rng, 0, 100), folder, file_names=names)
+    before = folder_state(tmp_path)
+    monkeypatch.setattr(Dataset, "save_as", raise_after(Dataset.save_as))
+    with pytest.raises(DiskFullError):
+        write_dicom_series(random_volume(affine, SHAPE, rng, 0, 100), folder, file_names=names)
+    assert folder_state(tmp_path) == before

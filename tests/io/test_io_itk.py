@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from medseg.errors import MedsegError
 from medseg.io import load_volume
-from medseg.io.geometry import itk_geometry_from_affine, world_coordinates
+from medseg.io.geometry import ras_to_lps, world_coordinates
 
 
 def _oblique_affine() -> np.ndarray:
@@ -24,12 +24,20 @@ def _oblique_affine() -> np.ndarray:
     return aff
 
 
+def _itk_geometry(affine_ras: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+    """ITK ``(origin, spacing, direction)`` (LPS) of a voxel-to-RAS affine, to write test files."""
+    lps = ras_to_lps(affine_ras)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    direction = lps[:3, :3] / spacing[None, :]
+    return lps[:3, 3].tolist(), spacing.tolist(), direction.ravel().tolist()
+
+
 @pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".mhd"])
 def test_itk_files_keep_world_geometry(tmp_path: Path, rng, suffix: str) -> None:
     affine = _oblique_affine()
     array = rng.integers(-1000, 1000, size=(9, 7, 5)).astype(np.int16)
     image = sitk.GetImageFromArray(np.transpose(array, (2, 1, 0)))  # ITK wants (K, J, I)
-    origin, spacing, direction = itk_geometry_from_affine(affine)
+    origin, spacing, direction = _itk_geometry(affine)
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
@@ -53,6 +61,7 @@ def test_corrupt_nrrd_names_the_file(tmp_path: Path) -> None:
         load_volume(bad)
 
 
+@pytest.mark.realdata
 def test_real_nrrd_segmentation_matches_its_dicom_series(shared_data: Path) -> None:
     folder = shared_data / "dicom" / "ct_3slice_with_seg"
     seg = load_volume(folder / "liver_seg.nrrd", allow_empty=True)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from atomic_helpers import DiskFullError, folder_state, tear_text_writes, temp_leftovers
 from io_test_helpers import axcodes_affine, oblique_affine
 
 from medseg.errors import MedsegError
 from medseg.io import load_volume, save_mask, write_nifti
+from medseg.io.atomic import temp_suffix
 
 ORIGIN = (-12.5, 40.25, -7.0)
 SPACING = (0.7, 1.3, 3.0)
@@ -95,6 +100,7 @@ def test_write_nifti_replaces_atomically(tmp_path):
     assert int(load_volume(path).array.sum()) == 27
 
 
+@pytest.mark.realdata
 def test_real_spinalcord_t2_is_psr(shared_data):
     vol = load_volume(shared_data / "nifti/spinalcord_mr/t2/t2.nii.gz")
     assert vol.axcodes == ("P", "S", "R")
@@ -104,3 +110,60 @@ def test_real_spinalcord_t2_is_psr(shared_data):
         nib.load(str(shared_data / "nifti/spinalcord_mr/t2/t2.nii.gz")).header.get_zooms()[:3],
         rtol=1e-6,
     )
+
+
+def _nifti_writers(tmp_path):
+    ref = load_volume(write_nifti(np.zeros((3, 3, 3), np.float32), np.eye(4), tmp_path / "ref.nii"))
+    return {
+        "write_nifti": lambda p: write_nifti(np.ones((3, 3, 3), np.int16), np.eye(4), p),
+        "save_mask": lambda p: save_mask(np.ones((3, 3, 3), np.uint8), ref, p),
+    }
+
+
+@pytest.mark.parametrize("writer", ["write_nifti", "save_mask"])
+@pytest.mark.parametrize("existing", [True, False], ids=["old-file", "no-file"])
+@pytest.mark.parametrize("name", ["out.nii.gz", "out.nii"])
+def test_failed_nifti_write_keeps_old_file(tmp_path, monkeypatch, writer, existing, name):
+    write = _nifti_writers(tmp_path)[writer]
+    path = tmp_path / "out" / name
+    path.parent.mkdir()
+    if existing:
+        write_nifti(np.full((3, 3, 3), 7, np.int16), np.eye(4), path)
+    before = folder_state(tmp_path)
+    real_save = nib.save
+    seen = []
+
+    def save_then_fail(img, filename):
+        seen.append(Path(filename).name)
+        real_save(img, filename)  # the temporary file is complete, then the write fails
+        raise DiskFullError()
+
+    monkeypatch.setattr(nib, "save", save_then_fail)
+    with pytest.raises(DiskFullError):
+        write(path)
+    assert seen[0].startswith(f".{name}.") and seen[0].endswith(".part" + temp_suffix(path))
+    assert folder_state(tmp_path) == before
+    if existing:
+        assert int(load_volume(path).array.sum()) == 7 * 27
+
+
+def test_failed_sidecar_write_keeps_old_sidecar(tmp_path, monkeypatch):
+    ref = load_volume(write_nifti(np.zeros((3, 3, 3), np.float32), np.eye(4), tmp_path / "r.nii"))
+    out = tmp_path / "m.nii.gz"
+    save_mask(np.ones((3, 3, 3), np.uint8), ref, out, label_names={1: "old"})
+    old = (tmp_path / "m.json").read_bytes()
+    tear_text_writes(monkeypatch)
+    with pytest.raises(DiskFullError):
+        save_mask(np.ones((3, 3, 3), np.uint8), ref, out, label_names={1: "new"})
+    assert (tmp_path / "m.json").read_bytes() == old
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
+def test_nifti_mode_follows_umask(tmp_path, umask, expected):
+    original = os.umask(umask)
+    try:
+        path = write_nifti(np.zeros((2, 2, 2), np.uint8), np.eye(4), tmp_path / "m.nii.gz")
+    finally:
+        os.umask(original)
+    assert stat.S_IMODE(path.stat().st_mode) == expected

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from atomic_helpers import DiskFullError, folder_state, tear_text_writes
 
 from medseg.data.manifest import Case
 from medseg.io import write_nifti
@@ -170,3 +171,18 @@ def test_plans_written_before_full_res_level_and_head_keep_their_layout(tmp_path
     assert not old.network.full_res_level
     assert old.network.head_channels == 0  # MONAI's own top block, as trained
     assert old.network.channels == plans.network.channels
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["old-file", "no-file"])
+def test_failed_plans_write_keeps_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    plans = plan(_fingerprint([[1.0, 1.0, 1.0]] * 5, [[35, 50, 36]] * 5), "cpu")
+    path = tmp_path / "plans.json"
+    if existing:
+        save_plans(plans, path)
+    before = folder_state(tmp_path)
+    tear_text_writes(monkeypatch)
+    with pytest.raises(DiskFullError):
+        save_plans(plans, path)
+    assert folder_state(tmp_path) == before

@@ -93,11 +93,49 @@ def test_crf_improves_dice_of_noisy_probabilities(rng) -> None:
     after = dice_per_label(out.argmax(0), ref, [1])[1]
     assert after > before + 0.2, (before, after)
     assert out.shape == probs.shape and out.dtype == np.float32
-    assert out.min() >= 0
     np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+    # the voxels it relabels are relabelled to the truth (99 % here), not merely smoothed
+    changed = out.argmax(0) != probs.argmax(0)
+    assert changed.sum() > 0.1 * ref.size
+    assert (out.argmax(0)[changed] == ref[changed]).mean() > 0.95
     # the appearance kernel matters: without it the result is worse
     spatial_only = dense_crf(probs, image, spacing, CRFConfig(device="cpu", bilateral_weight=0))
     assert dice_per_label(spatial_only.argmax(0), ref, [1])[1] < after
+
+
+def _first_foreground_planes(probs: np.ndarray) -> set[int]:
+    """Index along I of the first foreground voxel of every (j, k) line of the argmax."""
+    return {int(v) for v in np.unique(probs.argmax(0).argmax(0))}
+
+
+def test_uncertain_boundary_moves_onto_the_image_edge(rng) -> None:
+    """Where the network is unsure, the appearance kernel puts the boundary on the image edge."""
+    shape, spacing = (32, 16, 12), (1.0, 1.0, 1.0)
+    i = np.broadcast_to(np.arange(shape[0], dtype=np.float32)[:, None, None], shape)
+    image = (i >= 16) + rng.normal(0, 0.05, shape).astype(np.float32)  # step at plane 16
+    p1 = 1.0 / (1.0 + np.exp(-(i - 19.5) / 3.0))  # a smeared boundary, 4 planes too far
+    probs = np.stack([1 - p1, p1]).astype(np.float32)
+    assert _first_foreground_planes(probs) == {20}
+    assert _first_foreground_planes(dense_crf(probs, image, spacing, CPU)) == {16}
+    # the smoothness kernel alone knows nothing of the image and leaves the boundary alone
+    spatial_only = CRFConfig(device="cpu", bilateral_weight=0)
+    assert _first_foreground_planes(dense_crf(probs, image, spacing, spatial_only)) == {20}
+
+
+@pytest.mark.parametrize(("n_classes", "present"), [(2, 0), (2, 1), (3, 2)])
+def test_one_class_input_keeps_that_class(rng, n_classes: int, present: int) -> None:
+    """Certain, single-class probabilities (exact zeros elsewhere) on textured or flat images."""
+    shape, spacing = (10, 9, 7), (1.0, 1.0, 2.0)
+    probs = np.zeros((n_classes, *shape), np.float32)
+    probs[present] = 1.0
+    for image in (rng.normal(size=shape).astype(np.float32), np.zeros(shape, np.float32)):
+        out = dense_crf(probs, image, spacing, CPU)
+        assert out.shape == probs.shape and out.dtype == np.float32
+        assert np.isfinite(out).all()
+        assert out[present].min() > 0.99
+        np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+        labels = crf_refine_labels(probs, image, spacing, CPU)
+        assert labels.dtype == np.uint8 and (labels == present).all()
 
 
 def test_uniform_input_stays_uniform(rng) -> None:

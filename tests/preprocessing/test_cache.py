@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
+import pytest
+from atomic_helpers import DiskFullError, folder_state, raise_after
 
 from medseg.data.manifest import Case, load_manifest
 from medseg.planning.plans import Plans
-from medseg.preprocessing.cache import PreprocessedCache, plans_key
+from medseg.preprocessing.cache import PreprocessedCache, _preprocess_one, plans_key
 
 
 def _plans(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Plans:
@@ -62,3 +65,37 @@ def test_same_case_id_elsewhere_keeps_its_entry(tiny_cohort: Path, tmp_path: Pat
     cache = PreprocessedCache(tmp_path / "cache", _plans())
     first, second = cache.ensure([case, twin])
     assert first != second and first.is_file() and second.is_file()
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["old-entry", "no-entry"])
+def test_failed_cache_write_keeps_old_entry(
+    tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    case = load_manifest(tiny_cohort, tiny_cohort.parent).training[0]
+    cache = PreprocessedCache(tmp_path, _plans())
+    target = cache.path(case)
+    if existing:
+        np.savez(target, image=np.zeros(3, np.float32))  # an older copy of this entry
+    before = folder_state(tmp_path)
+    monkeypatch.setattr(np, "savez", raise_after(np.savez))
+    with pytest.raises(DiskFullError):
+        if existing:
+            _preprocess_one(case, cache.plans, target)  # rewrite over the existing entry
+        else:
+            cache.ensure([case], workers=1)
+    assert folder_state(tmp_path) == before  # old entry byte-identical (or absent), no temp
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o077, 0o600)])
+def test_cache_entry_mode_follows_umask(
+    tiny_cohort: Path, tmp_path: Path, umask: int, expected: int
+) -> None:
+    # entries used to be created 0o600 (the tempfile.mkstemp default) whatever the umask
+    case = load_manifest(tiny_cohort, tiny_cohort.parent).training[0]
+    original = os.umask(umask)
+    try:
+        (path,) = PreprocessedCache(tmp_path, _plans()).ensure([case], workers=1)
+    finally:
+        os.umask(original)
+    assert stat.S_IMODE(path.stat().st_mode) == expected
+    assert sorted(PreprocessedCache.read(path)) == ["affine", "image", "label"]

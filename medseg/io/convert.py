@@ -1,0 +1,137 @@
+"""What to read from a path (which DICOM series of a study folder) and conversion to NIfTI.
+
+``medseg convert`` and ``medseg info`` are thin commands over these functions:
+:func:`resolve_source` finds the series folder to load (a study stored one folder per series
+resolves to the chosen sub-folder), :func:`nifti_array` narrows dtypes to ones NIfTI viewers
+read, and :func:`convert_to_nifti` does the whole conversion with an atomic write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import MedsegError
+from medseg.io.dicom import SeriesInfo, list_series, select_series
+from medseg.io.nifti import is_nifti, write_nifti
+from medseg.io.reader import load_volume
+from medseg.io.volume import Volume
+
+#: Integer types tried, smallest first, for 64-bit integer arrays.
+NARROW_INTS = (np.uint8, np.int16, np.uint16, np.int32)
+
+
+def resolve_source(
+    path: str | os.PathLike[str], series: str | None, *, choose: bool = True
+) -> tuple[Path, str | None, list[SeriesInfo]]:
+    """Where to read from: a file, a series folder, or a series chosen in a study's sub-folders.
+
+    Parameters
+    ----------
+    path
+        An image file, a folder of one or several DICOM series, or a study folder without
+        DICOM files of its own whose sub-folders hold the series.
+    series
+        A SeriesInstanceUID or a 1-based series number (as listed), or ``None``.
+    choose
+        For a study folder and ``series=None``: pick its only image series (an error when
+        there are several); ``False`` returns the study folder unresolved, for listing.
+
+    Returns
+    -------
+    tuple
+        ``(path to load, series to pass to load_volume, series listed under path)``; the
+        listing is empty for a file or a folder without DICOM files.
+
+    Raises
+    ------
+    MedsegError
+        When ``series`` matches no series of a study, or the study holds several image
+        series and ``series`` is ``None`` (the message lists them).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return p, series, []
+    infos = list_series(p)
+    if infos:
+        return p, series, infos
+    infos = list_series(p, recursive=True)
+    if not infos:
+        return p, series, []  # load_volume reports the empty folder
+    if not choose and series is None:
+        return p, series, infos
+    chosen = select_series(infos, series, p)
+    return chosen.folder, chosen.uid, infos
+
+
+def nifti_array(array: np.ndarray) -> np.ndarray:
+    """The array in a dtype NIfTI viewers read.
+
+    ``bool`` becomes ``uint8``, ``float16`` becomes ``float32``, and 64-bit integers are
+    narrowed to the smallest of ``uint8``, ``int16``, ``uint16``, ``int32`` holding their
+    values (kept as they are when none does); other dtypes are returned unchanged (no copy).
+    """
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    if array.dtype in (np.int64, np.uint64) and array.size:
+        lo, hi = int(array.min()), int(array.max())
+        for cand in NARROW_INTS:
+            if np.iinfo(cand).min <= lo and hi <= np.iinfo(cand).max:
+                return array.astype(cand)
+    return array
+
+
+def convert_to_nifti(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    series: str | None = None,
+    overwrite: bool = False,
+) -> Volume:
+    """Convert a scan (a DICOM series, NRRD, MetaImage, NIfTI) to NIfTI, atomically.
+
+    The geometry is kept exactly (RAS affine in qform and sform, their codes from the source
+    when it has them, else 1) and the intensity dtype too, narrowed by :func:`nifti_array`.
+
+    Parameters
+    ----------
+    source
+        What :func:`resolve_source` accepts.
+    output
+        A ``.nii`` or ``.nii.gz`` file.
+    series
+        The DICOM series, for folders holding several.
+    overwrite
+        Replace ``output`` if it exists.
+
+    Returns
+    -------
+    Volume
+        The volume written (its array in the written dtype).
+
+    Raises
+    ------
+    MedsegError
+        For an output name that is not NIfTI, an existing output without ``overwrite``, and
+        every error of :func:`medseg.io.load_volume`.
+    """
+    out = Path(output)
+    if not is_nifti(out):
+        raise MedsegError("expected an output name ending in .nii or .nii.gz", out)
+    if out.exists() and not overwrite:
+        raise MedsegError(
+            "output exists; pass --force (overwrite=True in Python) to overwrite it", out
+        )
+    src, chosen, _ = resolve_source(source, series)
+    volume = load_volume(src, series=chosen, allow_empty=True)
+    codes = {
+        "qform_code": int(volume.meta.get("qform_code", 1) or 1),
+        "sform_code": int(volume.meta.get("sform_code", 1) or 1),
+    }
+    volume = volume.with_array(nifti_array(volume.array))
+    write_nifti(volume.array, volume.affine, out, **codes)
+    return volume
