@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from medseg.io import SeriesInfo, Volume, load_volume
+from medseg.io import SeriesInfo, load_volume
 from medseg.io.convert import convert_to_nifti, resolve_source
+from medseg.io.volume import describe_volume
 
 logger = logging.getLogger(__name__)
 
@@ -35,30 +35,6 @@ def convert(
         f"wrote {output}: shape {'x'.join(map(str, array.shape))}, {array.dtype}, "
         f"spacing {spacing} mm, axes {''.join(volume.axcodes)}"
     )
-
-
-def describe_volume(volume: Volume) -> dict[str, Any]:
-    """Plain-data summary of a volume: shape, dtype, spacing (mm), axis codes, origin and
-    affine (RAS, mm), intensity min/max/mean, modality."""
-    arr = volume.array
-    return {
-        "path": str(volume.path) if volume.path else None,
-        "format": volume.meta.get("format"),
-        "shape": [int(n) for n in arr.shape],
-        "dtype": str(arr.dtype),
-        "spacing_mm": [round(s, 6) for s in volume.spacing],
-        "axcodes": "".join(volume.axcodes),
-        "origin_ras_mm": [round(float(v), 4) for v in volume.affine[:3, 3]],
-        "affine_ras": np.round(volume.affine, 6).tolist(),
-        "intensity": {
-            "min": float(arr.min()),
-            "max": float(arr.max()),
-            "mean": float(arr.mean(dtype=np.float64)),
-        },
-        "modality": volume.meta.get("modality"),
-        "description": volume.meta.get("description"),
-        "series_uid": volume.meta.get("series_uid"),
-    }
 
 
 def _series_dict(info: SeriesInfo) -> dict[str, Any]:

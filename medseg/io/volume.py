@@ -94,3 +94,34 @@ class Volume:
             affine=torch.as_tensor(self.affine),
             meta=meta,
         )
+
+
+def describe_volume(volume: Volume) -> dict[str, Any]:
+    """Plain-data summary of a volume (what ``medseg info`` prints and ``--json`` writes).
+
+    Returns
+    -------
+    dict
+        ``path``, ``format``, ``shape`` (voxels, array axis order), ``dtype``, ``spacing_mm``,
+        ``axcodes`` (e.g. ``"RAS"``), ``origin_ras_mm`` and ``affine_ras`` (voxel -> RAS mm),
+        intensity ``min``/``max``/``mean``, ``modality``, ``description``, ``series_uid``.
+    """
+    arr = volume.array
+    return {
+        "path": str(volume.path) if volume.path else None,
+        "format": volume.meta.get("format"),
+        "shape": [int(n) for n in arr.shape],
+        "dtype": str(arr.dtype),
+        "spacing_mm": [round(s, 6) for s in volume.spacing],
+        "axcodes": "".join(volume.axcodes),
+        "origin_ras_mm": [round(float(v), 4) for v in volume.affine[:3, 3]],
+        "affine_ras": np.round(volume.affine, 6).tolist(),
+        "intensity": {
+            "min": float(arr.min()),
+            "max": float(arr.max()),
+            "mean": float(arr.mean(dtype=np.float64)),
+        },
+        "modality": volume.meta.get("modality"),
+        "description": volume.meta.get("description"),
+        "series_uid": volume.meta.get("series_uid"),
+    }

@@ -12,6 +12,7 @@ from io_test_helpers import random_volume
 from medseg.errors import MedsegError
 from medseg.io import write_dicom_series, write_nifti
 from medseg.io.convert import convert_to_nifti, nifti_array, resolve_source
+from medseg.io.volume import Volume, describe_volume
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,17 @@ def test_convert_to_nifti_narrows_keeps_geometry_and_refuses_overwrite(tmp_path:
     with pytest.raises(MedsegError, match=r"ending in \.nii or \.nii\.gz"):
         convert_to_nifti(src, tmp_path / "labels.nrrd")
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_describe_volume_reports_geometry_and_intensity() -> None:
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])  # LPS-like axis order, anisotropic
+    affine[:3, 3] = (10.0, 20.0, -30.0)
+    arr = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    d = describe_volume(Volume(arr, affine, meta={"format": "nifti", "modality": "CT"}))
+    assert d["shape"] == [2, 3, 4] and d["dtype"] == "int16"
+    assert d["spacing_mm"] == [0.8, 0.8, 2.5]
+    assert d["axcodes"] == "LPS"
+    assert d["origin_ras_mm"] == [10.0, 20.0, -30.0]
+    assert d["affine_ras"] == affine.tolist()
+    assert d["intensity"] == {"min": 0.0, "max": 23.0, "mean": 11.5}
+    assert (d["format"], d["modality"], d["path"]) == ("nifti", "CT", None)
