@@ -194,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         payload["real_data"] = real_data_effect(args.real_data, args.real_cases)
         for name, value in payload["real_data"]["mean_dice_labels_1_2"].items():
             print(f"real data ({args.real_cases} cases) {name:>16}: Dice 1/2 = {value}")
+    from medseg.io.atomic import atomic_write_text  # lazy, as every medseg import here
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

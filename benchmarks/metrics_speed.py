@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.io.atomic import atomic_write_text
 from medseg.metrics import compute_case_metrics
 
 SPACING = (0.7, 0.7, 1.5)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "metrics_speed.json"
-    path.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    atomic_write_text(path, json.dumps(res, indent=2, default=float) + "\n")
     print(f"wrote {path}")
     return res
 

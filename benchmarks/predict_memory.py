@@ -30,6 +30,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from medseg.io.atomic import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CHILD_INVERTD = """
 import sys, torch, numpy as np
@@ -147,7 +149,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     name = "predict_memory_invertd.json" if args.invertd else "predict_memory.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(RESULTS / name, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -39,6 +39,7 @@ import torch
 from medseg.config import to_dict
 from medseg.data.synthetic import make_ct_phantom
 from medseg.io import load_volume, write_nifti
+from medseg.io.atomic import atomic_write_text
 from medseg.networks.registry import build_network
 from medseg.planning.plans import NetworkSpec, Plans, save_plans
 
@@ -188,7 +189,7 @@ def main() -> None:
         "torch": torch.__version__,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "predict_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(RESULTS / "predict_throughput.json", json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from medseg.io.atomic import atomic_write_text
 from medseg.training.config import load_run_config
 from medseg.workflows.train import train_and_decide
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "postprocessing": _postprocessing(args.out, summary["best_dice"]),
     }
     args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=1))
+    atomic_write_text(args.result, json.dumps(result, indent=1))
     print(f"{'minutes':>8} {'epoch':>6} " + " ".join(f"{k:>10}" for k in summary["best_dice"]))
     for point in summary["curve"]:
         dice = " ".join(f"{v:10.3f}" for v in point["dice"].values())

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from medseg.data.cohorts import write_ct_cohort
+from medseg.io.atomic import atomic_write_text
 from medseg.training.config import load_run_config
 from medseg.training.run import train
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "plans": json.loads((args.work / "run" / "plans.json").read_text()),
     }
     args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=1))
+    atomic_write_text(args.result, json.dumps(result, indent=1))
     for name, value in summary["best_dice"].items():
         print(f"{name:>10}: {value:.3f}")
     print(f"wrote {args.result}")

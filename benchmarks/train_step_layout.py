@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from monai.losses import DiceCELoss
 
+from medseg.io.atomic import atomic_write_text
 from medseg.networks.registry import build_network
 from medseg.planning.plans import NetworkSpec
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=1))
+    atomic_write_text(args.result, json.dumps(result, indent=1))
     return 0
 
 

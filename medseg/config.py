@@ -175,7 +175,11 @@ def dump_yaml(obj: Any, path: str | Path) -> Path:
 
 
 def load_config(
-    cls: type[T], path: str | Path | None, overrides: Mapping[str, Any] | None, where: str
+    cls: type[T],
+    path: str | Path | None,
+    overrides: Mapping[str, Any] | None,
+    where: str,
+    flags: Mapping[str, str] | None = None,
 ) -> T:
     """Build config ``cls`` from a YAML file (or defaults) with dotted overrides applied.
 
@@ -192,28 +196,77 @@ def load_config(
         (flag not given).
     where
         Prefix of the keys in error messages (``"config"``, ``"infer"``).
+    flags
+        Dotted override key -> the command-line flag that set it (``{"train.time_limit_minutes":
+        "--time-limit"}``): a bad value from an override is then reported under the flag's
+        name (``--time-limit: expected >= 0, found -1.0``) instead of the config key.
 
     Raises
     ------
     MedsegError
         For unknown keys (with a "did you mean" hint), wrong types or out-of-range values,
-        naming the key; the file is named too unless the bad value came from an override.
+        naming the key (or the flag that set it); the file is named too unless the bad value
+        came from an override.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    data = apply_overrides(load_yaml(path) if path is not None else {}, given)
+    from_file = load_yaml(path) if path is not None else {}
     try:
-        return from_dict(cls, data, where)
+        return from_dict(cls, apply_overrides(from_file, given), where)
     except MedsegError as exc:
-        if path is None or exc.path is not None or _blamed_key(exc.message, where) in given:
+        if exc.path is not None:
+            raise
+        culprits = _override_culprits(exc.message, where, given, from_file)
+        named = [flags[k] for k in culprits if flags and k in flags]
+        if named:
+            raise MedsegError(f"{', '.join(named)}: {_detail(exc.message)}") from exc
+        if path is None or culprits:
             raise  # the value came from an override, not from the file
         raise MedsegError(exc.message, path) from exc
 
 
+def _override_culprits(
+    message: str, where: str, given: Mapping[str, Any], from_file: Mapping[str, Any]
+) -> list[str]:
+    """The overridden keys an error is about, in ``given`` order.
+
+    The key the message starts with when it was overridden (``"train.epochs: ..."``); for a
+    message about a whole section (``"train: expected epochs >= 1 and ..."``) the overridden
+    keys of that section whose field name the message mentions, unless the file sets one of
+    the fields mentioned too (then the file may be at fault: none).
+    """
+    key = _blamed_key(message, where)
+    if key is None:
+        return []
+    if key in given:
+        return [key]
+    node: Any = from_file
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    in_file = set(node) if isinstance(node, Mapping) else set()
+    section, found = f"{key}.", []
+    for k in given:
+        field = k[len(section) :] if k.startswith(section) else ""
+        if field and "." not in field and re.search(rf"\b{re.escape(field)}\b", message):
+            found.append(k)
+    mentioned = {f for f in in_file if re.search(rf"\b{re.escape(str(f))}\b", message)}
+    return [] if mentioned else found
+
+
+def _detail(message: str) -> str:
+    """A message without its leading key: ``"train.epochs: expected ..."`` -> ``"expected ..."``."""
+    head, sep, rest = message.partition(": ")
+    return rest if sep and re.fullmatch(r"[\w.\[\]]+", head) else message
+
+
 def _blamed_key(message: str, where: str) -> str | None:
     """The dotted key an error is about: ``"infer.folds[1]: ..."`` -> ``folds``;
-    ``"config.train: unknown key 'x' ..."`` -> ``train.x``."""
-    found = re.match(rf"{re.escape(where)}((?:\.\w+)*)", message)
-    prefix = found.group(1).lstrip(".") if found else ""
+    ``"config.train: unknown key 'x' ..."`` -> ``train.x``; ``"train.epochs: ..."`` (raised
+    by a section's ``validate``, without the ``where`` prefix) -> ``train.epochs``."""
+    found = re.match(r"\w+(?:\.\w+)*", message)
+    dotted = found.group(0) if found else ""
+    if dotted == where or dotted.startswith(f"{where}."):
+        dotted = dotted[len(where) :]
+    prefix = dotted.lstrip(".")
     unknown = re.search(r"unknown key '([^']*)'", message)
     if unknown:
         return f"{prefix}.{unknown.group(1)}" if prefix else unknown.group(1)

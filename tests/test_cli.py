@@ -10,7 +10,7 @@ from medseg.cli import app, main
 
 COMMANDS = {
     "convert", "info", "validate-manifest", "synth-ct", "train", "predict", "evaluate",
-    "export-bundle", "verify-bundle",
+    "export-bundle", "verify-bundle", "cache",
 }  # fmt: skip
 
 

@@ -126,3 +126,53 @@ def test_failed_yaml_dump_keeps_old_file(
     assert folder_state(tmp_path) == before
     if existing:
         assert load_yaml(path)["name"] == "old"
+
+
+TRAIN_FLAGS = {
+    "train.time_limit_minutes": "--time-limit",
+    "train.epochs": "--epochs",
+    "data.fold": "--fold",
+    "plans.model": "--model",
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"train.time_limit_minutes": -1.0}, "--time-limit: expected >= 0, found -1.0"),
+        ({"data.fold": 7}, "--fold: expected 0..4 or 'all', found 7"),
+        ({"train.epochs": 0}, "--epochs: expected epochs >= 1 and iterations_per_epoch >= 1"),
+        ({"plans.model": "resnet"}, "--model: expected one of ['auto', 'unet'"),
+    ],
+)
+def test_bad_flag_value_names_the_flag_not_the_file(
+    tmp_path: Path, overrides: dict, message: str
+) -> None:
+    # used to be "run.yaml: train.time_limit_minutes: ..." (the file blamed for a flag)
+    from medseg.config import load_config
+    from medseg.training.config import RunConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("train: {seed: 3}\n")
+    with pytest.raises(MedsegError) as err:
+        load_config(RunConfig, path, overrides, "config", flags=TRAIN_FLAGS)
+    assert str(err.value).startswith(message), str(err.value)
+    assert err.value.path is None and str(path) not in str(err.value)
+
+
+def test_bad_value_in_the_file_still_names_the_file(tmp_path: Path) -> None:
+    from medseg.config import load_config
+    from medseg.training.config import RunConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("train: {time_limit_minutes: -2, iterations_per_epoch: 0}\n")
+    flags = TRAIN_FLAGS
+    with pytest.raises(MedsegError, match=r"run\.yaml: train: expected epochs >= 1") as err:
+        # --epochs is fine; the file's iterations_per_epoch is not: the file is blamed
+        load_config(RunConfig, path, {"train.epochs": 3}, "config", flags=flags)
+    assert "--epochs" not in str(err.value)
+    path.write_text("train: {time_limit_minutes: -2}\n")
+    with pytest.raises(MedsegError, match=r"run\.yaml: train\.time_limit_minutes: expected >= 0"):
+        load_config(RunConfig, path, {"train.epochs": 3}, "config", flags=flags)
+    with pytest.raises(MedsegError, match=r"^train\.time_limit_minutes: expected >= 0"):
+        load_config(RunConfig, None, {"train.time_limit_minutes": -1.0}, "config")  # no flags

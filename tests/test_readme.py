@@ -60,12 +60,15 @@ def test_readme_command_is_valid(line: str) -> None:
     name = words[0]
     assert name in group.commands, f"unknown command in README: {line}"  # type: ignore[attr-defined]
     command = group.commands[name]  # type: ignore[attr-defined]
+    rest = words[1:]
+    while rest and rest[0] in getattr(command, "commands", {}):  # a group: `cache list`
+        name, command, rest = rest[0], command.commands[rest[0]], rest[1:]
     known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
-    for word in words[1:]:
+    for word in rest:
         if word.startswith("--"):
             assert word.split("=", 1)[0] in known, f"{word} is not an option of '{name}': {line}"
     try:  # required options, missing or extra arguments, bad values (nothing is run)
-        command.make_context(name, words[1:])
+        command.make_context(name, rest)
     except Exception as exc:  # click's UsageError / BadParameter (typer vendors click)
         pytest.fail(f"README line does not parse: {line}: {exc}")
 

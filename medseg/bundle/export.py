@@ -23,6 +23,7 @@ import torch
 from medseg.bundle.metadata import build_metadata, schema_path, verify_metadata
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_copy, atomic_directory, atomic_path, atomic_write_text
+from medseg.io.outputs import check_output_dir
 from medseg.networks.loading import load_model
 from medseg.planning.plans import Plans, save_plans
 
@@ -203,10 +204,27 @@ def _choose_fold(run_dir: Path, fold: int | None) -> int:
     if fold is None:
         return folds[0]
     if fold not in folds:
+        ckpt = run_dir / f"fold_{fold}" / "checkpoint_best.pt"
+        found = "no such folder" if not ckpt.parent.is_dir() else "no checkpoint_best.pt in it"
         raise MedsegError(
-            f"expected one of the trained folds {folds}, found --fold {fold}", run_dir
+            f"--fold {fold}: expected one of the trained folds {folds} "
+            f"(fold_<k>/checkpoint_best.pt), found {found} for fold_{fold}",
+            run_dir,
         )
     return fold
+
+
+def _check_out_dir(out: Path, run: Path, force: bool) -> None:
+    """Refuse a bundle folder that cannot be written, holds the run, or is in use (no --force)."""
+    check_output_dir(out, flag="OUT_DIR", inputs=[("RUN_DIR", run)], replace=True)
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not force:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise MedsegError(
+            f"OUT_DIR: expected a new or empty bundle folder, found one holding {shown} "
+            "(use --force to replace it)",
+            out,
+        )
 
 
 def export_bundle(
@@ -242,8 +260,7 @@ def export_bundle(
         so a failed export leaves nothing behind.
     """
     run, out = Path(run_dir), Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise MedsegError("bundle folder exists and is not empty (use --force to replace it)", out)
+    _check_out_dir(out, run, force)
     k = _choose_fold(run, fold)
     model, plans = load_model(run, fold=k, which="best", device="cpu")
     metrics = _fold_metrics(run, k)

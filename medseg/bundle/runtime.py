@@ -91,7 +91,9 @@ def predict_folder(predictor: Predictor, dataset_dir: str, output_dir: str) -> i
         exits non-zero.
     """
     from medseg.inference.batch import predict_batch
+    from medseg.io.outputs import check_output_dir
 
+    check_output_dir(output_dir, flag="--output_dir", inputs=[("--dataset_dir", dataset_dir)])
     summary = predict_batch(predictor, dataset_dir, output_dir, progress=False)
     failed = summary.failed
     logger.info("bundle prediction: %s -> %s", summary.counts(), output_dir)

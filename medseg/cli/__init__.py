@@ -13,7 +13,15 @@ import sys
 
 import typer
 
-from medseg.cli import bundle_cmd, data_cmds, evaluate_cmd, io_cmds, predict_cmd, train_cmd
+from medseg.cli import (
+    bundle_cmd,
+    cache_cmd,
+    data_cmds,
+    evaluate_cmd,
+    io_cmds,
+    predict_cmd,
+    train_cmd,
+)
 from medseg.errors import MedsegError
 
 app = typer.Typer(
@@ -43,6 +51,7 @@ def _root(
 io_cmds.register(app)
 data_cmds.register(app)
 train_cmd.register(app)
+cache_cmd.register(app)
 predict_cmd.register(app)
 evaluate_cmd.register(app)
 bundle_cmd.register(app)

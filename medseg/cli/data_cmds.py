@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -25,18 +26,24 @@ def validate_manifest_cmd(
         ..., "--data-root", help="Folder the manifest's relative paths start from."
     ),
     tolerance_mm: float = typer.Option(
-        1e-3, "--tolerance-mm", help="Largest image/label world-position difference (mm)."
+        1e-3, "--tolerance-mm", min=0.0, help="Largest image/label world-position difference (mm)."
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the full report as JSON to this file."
+    ),
+    allow_outside_root: bool = typer.Option(
+        False,
+        "--allow-outside-root",
+        help="Accept paths outside --data-root ('..', absolute paths, symlinks leading out).",
     ),
 ) -> None:
     """Open every case of a manifest and report every problem at once (exit 1 if any).
 
     Checks missing/unreadable files, image/label shape and affine agreement, label values
-    not named in the manifest's labels, non-integer labels and duplicate cases.
+    not named in the manifest's labels, non-integer labels and duplicate cases; paths
+    outside --data-root are refused unless --allow-outside-root is given.
     """
-    parsed = load_manifest(manifest, data_root)
+    parsed = load_manifest(manifest, data_root, allow_outside_root=allow_outside_root)
     console = Console()
     with Progress(
         TextColumn("validating"), BarColumn(), MofNCompleteColumn(), console=console,
@@ -48,7 +55,8 @@ def validate_manifest_cmd(
         )
     console.print(_summary_table(report))
     for problem in report.problems:
-        console.print(f"[red]problem[/red] {problem}", markup=True, highlight=False, soft_wrap=True)
+        text = f"[red]problem[/red] {escape(str(problem))}"  # "[case_id]" is not markup
+        console.print(text, markup=True, highlight=False, soft_wrap=True)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
     if not report.ok:
@@ -60,15 +68,15 @@ def _summary_table(report: ValidationReport) -> Table:
     found = ", ".join(
         f"{v} ({m.labels.get(v, '?')}): {n} cases" for v, n in report.label_values_found.items()
     )
-    table = Table(title=f"{m.name}  ({m.path})", show_header=False)
+    table = Table(title=escape(f"{m.name}  ({m.path})"), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    table.add_row("data root", str(m.data_root))
+    table.add_row("data root", escape(str(m.data_root)))
     table.add_row("training cases", str(len(m.training)))
     table.add_row("test cases", str(len(m.test)))
-    table.add_row("modality", ", ".join(f"{k}: {v}" for k, v in m.modality.items()))
-    table.add_row("labels", ", ".join(f"{k}: {v}" for k, v in m.labels.items()))
-    table.add_row("label values found", found or "-")
+    table.add_row("modality", escape(", ".join(f"{k}: {v}" for k, v in m.modality.items())))
+    table.add_row("labels", escape(", ".join(f"{k}: {v}" for k, v in m.labels.items())))
+    table.add_row("label values found", escape(found) or "-")
     status = "[green]none[/green]" if report.ok else f"[red]{len(report.problems)}[/red]"
     table.add_row("problems", status)
     table.add_row("time", f"{report.seconds:.2f} s")

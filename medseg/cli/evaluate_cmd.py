@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,18 @@ from rich.progress import Progress
 from rich.table import Table
 
 from medseg.errors import MedsegError
+from medseg.io.outputs import check_output_dir
+
+#: ``EvaluateConfig`` field -> the flag that sets it (errors name the flag).
+FLAGS = {
+    "labels": "--labels",
+    "tolerance_mm": "--tolerance",
+    "lesion_labels": "--lesion-labels",
+    "connectivity": "--connectivity",
+    "lesion_match": "--lesion-match",
+    "lesion_iou": "--lesion-iou",
+    "qc_cases": "--qc-cases",
+}
 
 
 def parse_labels(text: str | None, option: str) -> list[int] | None:
@@ -34,6 +47,14 @@ def _check_sources(ref: Path | None, manifest: Path | None, data_root: Path | No
         raise MedsegError("give --ref DIR (reference label maps) or --manifest with --data-root")
     if manifest is not None and data_root is None:
         raise MedsegError("--manifest needs --data-root (the folder its paths are relative to)")
+
+
+def _named_by_flag(exc: MedsegError) -> MedsegError:
+    """``evaluate.tolerance_mm: ...`` -> ``--tolerance: ...`` (the flag the user typed)."""
+    found = re.match(r"evaluate\.(\w+): (.*)", exc.message, re.S)
+    if found is None or found.group(1) not in FLAGS:
+        return exc
+    return MedsegError(f"{FLAGS[found.group(1)]}: {found.group(2)}", exc.path)
 
 
 def _cell(stats: dict[str, Any], digits: int = 4) -> str:
@@ -102,8 +123,8 @@ def evaluate(
     out: Path | None = typer.Option(
         None,
         "--out",
-        help="Report folder: metrics.csv, summary.json, report.md/.html, figures/. "
-        "Without it only the table is printed.",
+        help="Report folder: metrics.csv, summary.json, report.md/.html, figures/ (a writable "
+        "folder, not --pred/--ref nor inside them). Without it only the table is printed.",
     ),
     qc_cases: int = typer.Option(
         20,
@@ -117,7 +138,8 @@ def evaluate(
     Distances are in mm from the reference's spacing; a prediction on another grid is
     resampled onto the reference's (nearest neighbour) with a warning. A missing prediction
     counts as an empty one (Dice 0). Infinite distances (one mask empty) are counted, not
-    averaged.
+    averaged. A case that cannot be scored (unreadable, non-overlapping grids, unknown label
+    values, no reference) is named and left out; the others are scored and the exit code is 1.
 
     \b
     Example: medseg evaluate --pred preds/ --ref labelsTs/ --labels 1,2 --out report/
@@ -125,16 +147,21 @@ def evaluate(
     from medseg.workflows.evaluate import EvaluateConfig, evaluate_folder
 
     _check_sources(ref, manifest, data_root)
+    if out is not None:
+        check_output_dir(out, flag="--out", inputs=[("--pred", pred), ("--ref", ref)])
     labs = parse_labels(labels, "--labels")
-    config = EvaluateConfig(
-        labels=None if labs is None else tuple(labs),
-        tolerance_mm=tolerance,
-        lesion_labels=tuple(parse_labels(lesion_labels, "--lesion-labels") or ()),
-        connectivity=connectivity,
-        lesion_match=lesion_match,  # type: ignore[arg-type]  # checked by EvaluateConfig
-        lesion_iou=lesion_iou,
-        qc_cases=qc_cases,
-    )
+    try:
+        config = EvaluateConfig(
+            labels=None if labs is None else tuple(labs),
+            tolerance_mm=tolerance,
+            lesion_labels=tuple(parse_labels(lesion_labels, "--lesion-labels") or ()),
+            connectivity=connectivity,
+            lesion_match=lesion_match,  # type: ignore[arg-type]  # checked by EvaluateConfig
+            lesion_iou=lesion_iou,
+            qc_cases=qc_cases,
+        )
+    except MedsegError as exc:
+        raise _named_by_flag(exc) from exc
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("scoring", total=None)
         result = evaluate_folder(
@@ -151,6 +178,11 @@ def evaluate(
     if result.files:
         csv_path, json_path, md = result.files[:3]
         Console().print(f"wrote {csv_path}, {json_path}, {md}")
+    if result.problems:
+        typer.secho(f"{len(result.problems)} case(s) not scored (exit code 1):", err=True, fg="red")
+        for line in result.problems:
+            typer.secho(f"  {line}", err=True, fg="red")
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

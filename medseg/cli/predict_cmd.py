@@ -13,10 +13,28 @@ from rich.table import Table
 
 from medseg.inference.batch import BatchSummary, predict_batch
 from medseg.inference.config import InferConfig, load_infer_config, parse_folds, save_infer_config
+from medseg.io.outputs import check_output_dir
 from medseg.runtime import distributed as ddp
 
 logger = logging.getLogger(__name__)
 _D = InferConfig()  # the defaults quoted in --help
+#: ``InferConfig`` field -> the flag that sets it, so that a bad flag value names the flag.
+FLAGS = {
+    name: f"--{name.replace('_', '-')}"
+    for name in (
+        "folds",
+        "checkpoint",
+        "tta",
+        "overlap",
+        "sw_batch_size",
+        "postprocess",
+        "crf",
+        "save_probabilities",
+        "device",
+        "overwrite",
+        "series",
+    )
+}
 
 
 def print_summary(summary: BatchSummary, console: Console) -> None:
@@ -49,7 +67,8 @@ def predict(
     output: Path = typer.Option(
         ...,
         "--output",
-        help="Folder for <case>.nii.gz, <case>.json, summary.json/.csv and predict_config.yaml.",
+        help="Folder for <case>.nii.gz, <case>.json, summary.json/.csv and predict_config.yaml "
+        "(checked first: a writable folder, neither --input nor inside it).",
     ),
     config: Path | None = typer.Option(
         None,
@@ -116,18 +135,36 @@ def predict(
         "overwrite": overwrite,
         "series": series,
     }
-    cfg = load_infer_config(config, overrides)  # validated here, once
+    # validated here, once; a bad flag value is reported under the flag (--overlap: ...)
+    cfg = load_infer_config(config, overrides, flags=FLAGS)
+    check_output_dir(output, flag="--output", inputs=[("--input", input_path), ("--model", model)])
     info = ddp.init(cfg.device, backend="gloo")  # predict gathers per-case results only
     try:
         summary = _run(cfg, model, input_path, output, info)
     finally:
         ddp.cleanup(info)
-    if info.is_main:
-        print_summary(summary, Console(stderr=False))
+    raise typer.Exit(report(summary, info))
+
+
+def report(summary: BatchSummary, info: ddp.DistInfo) -> int:
+    """Print the summary table and the failures on rank 0 only; return the exit code.
+
+    Every rank holds every case's result (gathered), so every rank returns the same code,
+    but only rank 0 prints: under ``torchrun`` the summary appears once.
+    """
+    code = 1 if summary.failed else 0
+    if not info.is_main:
+        return code
+    print_summary(summary, Console(stderr=False))
     if summary.failed:
         names = ", ".join(r.name for r in summary.failed)
-        typer.secho(f"{len(summary.failed)} case(s) failed: {names}", err=True, fg="red")
-        raise typer.Exit(1)
+        typer.secho(
+            f"{len(summary.failed)} case(s) failed: {names} (details in "
+            f"{summary.output / 'summary.json'})",
+            err=True,
+            fg="red",
+        )
+    return code
 
 
 def _run(

@@ -9,6 +9,22 @@ import typer
 
 from medseg.errors import MedsegError
 
+# Run-config key -> the flag that sets it, so that a bad flag value names the flag.
+FLAGS = {
+    "data.manifest": "--manifest",
+    "data.data_root": "--data-root",
+    "data.fold": "--fold",
+    "data.folds": "--folds",
+    "data.allow_outside_root": "--allow-outside-root",
+    "plans.model": "--model",
+    "train.epochs": "--epochs",
+    "train.time_limit_minutes": "--time-limit",
+    "train.device": "--device",
+    "train.seed": "--seed",
+    "train.deterministic": "--deterministic",
+    "train.postprocess_decision": "--no-postprocess-decision",
+}
+
 
 def _fold_value(fold: str) -> int | str:
     if fold == "all":
@@ -43,7 +59,8 @@ def train_command(
     time_limit: float | None = typer.Option(
         None,
         "--time-limit",
-        help="Stop each fold cleanly after MINUTES with a validated best checkpoint.",
+        help="Budget of the whole command in MINUTES (folds and post-processing decision): "
+        "stops cleanly with a validated best checkpoint.",
     ),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     resume: bool = typer.Option(
@@ -57,14 +74,20 @@ def train_command(
     no_postprocess_decision: bool = typer.Option(
         False,
         "--no-postprocess-decision",
-        help="Skip choosing post-processing on validation after each fold.",
+        help="Skip choosing post-processing on the validation cases after training.",
     ),
     no_progress: bool = typer.Option(
         False, "--no-progress", help="Log lines instead of a progress bar."
     ),
+    allow_outside_root: bool = typer.Option(
+        False,
+        "--allow-outside-root",
+        help="Accept manifest paths outside --data-root ('..', absolute, symlinks).",
+    ),
 ) -> None:
     """Train a segmentation model into --out (config, plans, splits, fold_<k>/ checkpoints)."""
-    from medseg.training.config import load_run_config
+    from medseg.config import load_config
+    from medseg.training.config import RunConfig
     from medseg.workflows.train import train_and_decide
 
     overrides: dict[str, Any] = {
@@ -79,11 +102,12 @@ def train_command(
         "train.seed": seed,
         "train.deterministic": True if deterministic else None,
         "train.postprocess_decision": False if no_postprocess_decision else None,
+        "data.allow_outside_root": True if allow_outside_root else None,
     }
     base = config
     if base is None and resume and (out / "config.yaml").is_file():
         base = out / "config.yaml"
-    cfg = load_run_config(base, overrides)
+    cfg = load_config(RunConfig, base, overrides, "config", flags=FLAGS)
     results = train_and_decide(cfg, out, resume=resume, force=force, progress=not no_progress)
     for name, summary in results.items():
         dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["best_dice"].items() if v is not None)
@@ -92,7 +116,8 @@ def train_command(
             f"best (epoch {summary['best_epoch']}) Dice {dice}; data wait "
             f"{100 * summary['data_wait_share']:.0f}% of step time"
         )
-    typer.echo(f"run directory: {out}")
+    if results:  # rank 0 (other ranks under torchrun return no summaries)
+        typer.echo(f"run directory: {out}")
 
 
 def register(app: typer.Typer) -> None:

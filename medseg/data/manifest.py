@@ -12,7 +12,10 @@ A manifest is a JSON file such as::
     }
 
 Paths are relative to a data root given separately (``--data-root``), so one manifest
-describes the same data wherever it is stored; absolute paths are used as they are.
+describes the same data wherever it is stored; absolute paths are used as they are. Every
+path must lie inside the data root once resolved (``..``, absolute paths elsewhere and
+symlinks leading out are refused, all listed at once) unless ``allow_outside_root`` is set.
+A UTF-8 byte order mark at the start of the file is accepted.
 :func:`load_manifest` checks the structure; :func:`medseg.data.validation.validate_manifest`
 opens every file and reports every problem at once.
 """
@@ -75,7 +78,12 @@ def case_id_from_path(path: str | os.PathLike[str]) -> str:
     return Path(name).stem if Path(name).suffix else name
 
 
-def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str]) -> Manifest:
+def load_manifest(
+    path: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    *,
+    allow_outside_root: bool = False,
+) -> Manifest:
     """Parse a manifest and check its structure (files are not opened).
 
     Parameters
@@ -84,6 +92,9 @@ def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
         The manifest JSON file (MSD ``dataset.json`` layout).
     data_root
         Folder the manifest's relative paths start from.
+    allow_outside_root
+        Accept image/label paths that resolve outside ``data_root`` (``../x``, absolute
+        paths elsewhere, symlinks pointing out); by default they are refused.
 
     Returns
     -------
@@ -95,7 +106,8 @@ def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
     MedsegError
         Naming the manifest file and the JSON key when the file is missing, is not JSON, or
         an entry has the wrong type (e.g. ``training[3].label: expected a string path,
-        found 12``).
+        found 12``), or, without ``allow_outside_root``, listing every path outside the
+        data root (case id, JSON key, path as written).
     """
     path = Path(path)
     root = Path(data_root)
@@ -104,14 +116,17 @@ def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
     if not root.is_dir():
         raise MedsegError(f"data root is not a folder (needed by manifest {path})", root)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise MedsegError(
             f"expected UTF-8 JSON text, found undecodable bytes: {exc}", path
         ) from exc
     except json.JSONDecodeError as exc:
         raise MedsegError(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{_trailing_comma_hint(exc)} (expected a JSON object in the MSD dataset.json "
+            "layout)",
+            path,
         ) from exc
     if not isinstance(doc, dict):
         raise MedsegError(f"expected a JSON object at the top, found {_kind(doc)}", path)
@@ -120,6 +135,8 @@ def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
         raise MedsegError(f"missing required key(s) {missing} (MSD dataset.json layout)", path)
     training = _parse_cases(doc["training"], "training", path, root, need_label=True)
     test = _parse_cases(doc.get("test", []), "test", path, root, need_label=False)
+    if not allow_outside_root:
+        _refuse_outside_root(doc, path, root)
     n_declared = doc.get("numTraining")
     if n_declared is not None and n_declared != len(training):
         logger.warning(
@@ -135,6 +152,47 @@ def load_manifest(path: str | os.PathLike[str], data_root: str | os.PathLike[str
         data_root=root,
         description=_string(doc.get("description", ""), "description", path),
     )
+
+
+def _trailing_comma_hint(exc: json.JSONDecodeError) -> str:
+    before = exc.doc[: exc.pos].rstrip()
+    return "; a trailing comma before it?" if before.endswith(",") else ""
+
+
+def _outside(value: str, root: Path) -> str | None:
+    """Why ``value`` (as written in the manifest) resolves outside ``root``, or ``None``."""
+    p = Path(value)
+    full = p if p.is_absolute() else root / p
+    real_root = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(full))
+    if real.is_relative_to(real_root):
+        return None
+    if Path(os.path.normpath(full)).is_relative_to(os.path.normpath(root)):
+        return f"a symlink to {real}"
+    return f"resolves to {real}"
+
+
+def _refuse_outside_root(doc: dict[str, object], path: Path, root: Path) -> None:
+    """Raise one error listing every image/label path that leads out of the data root."""
+    root = Path(os.path.abspath(root))
+    lines = []
+    for key in ("training", "test"):
+        entries = doc.get(key) or []
+        for n, entry in enumerate(entries if isinstance(entries, list) else []):
+            fields = {"image": entry} if isinstance(entry, str) else entry
+            for name in ("image", "label"):
+                value = fields.get(name)
+                why = _outside(value, root) if isinstance(value, str) else None
+                if why is not None:
+                    case = case_id_from_path(fields["image"])
+                    lines.append(f"  - [{case}] {key}[{n}].{name}: {value} ({why})")
+    if lines:
+        raise MedsegError(
+            f"{len(lines)} path(s) outside the data root {root} (expected every image and "
+            "label inside it; pass --allow-outside-root, or set data.allow_outside_root: true "
+            "in the run config, to accept them):\n" + "\n".join(lines),
+            path,
+        )
 
 
 def _kind(value: object) -> str:

@@ -141,6 +141,10 @@ def validate_manifest(
 
 def _structure_problems(manifest: Manifest) -> list[Problem]:
     problems = []
+    if not manifest.training:
+        problems.append(
+            Problem(None, manifest.path, "expected labelled training cases, found none")
+        )
     if len(manifest.modality) != 1:
         problems.append(
             Problem(
@@ -153,7 +157,13 @@ def _structure_problems(manifest: Manifest) -> list[Problem]:
         )
     for what, counts in _duplicates(manifest).items():
         for value, n in counts.items():
-            problems.append(Problem(None, manifest.path, f"duplicate {what} {value} ({n} times)"))
+            problems.append(
+                Problem(
+                    None,
+                    manifest.path,
+                    f"duplicate {what} {value} ({n} times); expected each {what} once",
+                )
+            )
     return problems
 
 
@@ -182,7 +192,7 @@ def _check_case(
                 case.case_id,
                 case.label,
                 f"label shape {label.spatial_shape} differs from image shape "
-                f"{image.spatial_shape} ({case.image})",
+                f"{image.spatial_shape} ({case.image}); expected the image's grid",
             )
         )
     elif not affines_match(image.affine, label.affine, tolerance_mm):
@@ -192,7 +202,8 @@ def _check_case(
                 case.case_id,
                 case.label,
                 f"label affine differs from the image affine ({case.image}) by up to "
-                f"{shift:.4g} mm (tolerance {tolerance_mm} mm)",
+                f"{shift:.4g} mm (expected within the tolerance, {tolerance_mm} mm: "
+                "same spacing, origin and direction)",
             )
         )
     if not check_values:
@@ -216,7 +227,8 @@ def _check_case(
             Problem(
                 case.case_id,
                 case.label,
-                f"label value(s) {undeclared} not named in the manifest's labels {sorted(labels)}",
+                f"label value(s) {undeclared} not named in the manifest's labels "
+                f"(expected values in {sorted(labels)})",
             )
         )
     return problems, ints
@@ -224,7 +236,8 @@ def _check_case(
 
 def _read(case: Case, path: Path, problems: list[Problem], *, allow_empty: bool) -> Any:
     if not path.exists():
-        problems.append(Problem(case.case_id, path, "file not found"))
+        kind = "image" if path == case.image else "label"
+        problems.append(Problem(case.case_id, path, f"file not found (expected the {kind} file)"))
         return None
     try:
         return load_volume(path, allow_empty=allow_empty)

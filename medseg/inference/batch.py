@@ -1,7 +1,7 @@
 """Batch prediction over a folder of cases: resumable, atomic, one failure does not stop the rest.
 
 For each case ``<name>``, ``OUTPUT/<name>.nii.gz`` (the mask on the scan's grid) and
-``OUTPUT/<name>.json`` (label names, volume per label in ml, timings, model identity) are
+``OUTPUT/<name>.json`` (label names, volume per label in ml and mm^3, timings, model identity) are
 written atomically, the sidecar last: a case whose two files exist is complete and is skipped
 unless ``overwrite``. ``OUTPUT/summary.json`` and ``summary.csv`` list every case, failures
 included. The next case is read and preprocessed in a background thread while the current one
@@ -26,7 +26,7 @@ from typing import Any
 from medseg.errors import MedsegError
 from medseg.inference.cases import CaseInput, discover_cases
 from medseg.inference.predictor import Prediction, Predictor, Preprocessed
-from medseg.inference.writers import mask_volumes_ml, write_probabilities
+from medseg.inference.writers import mask_volumes_ml, mask_volumes_mm3, write_probabilities
 from medseg.io import load_volume, save_mask
 from medseg.io.atomic import atomic_write_text
 from medseg.io.volume import Volume
@@ -45,6 +45,7 @@ class CaseResult:
     mask: str = ""
     error: str = ""
     volumes_ml: dict[str, float] = field(default_factory=dict)
+    volumes_mm3: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,6 +118,7 @@ def _sidecar(
         "mask": f"{case.name}.nii.gz",
         "labels": {str(k): v for k, v in sorted(predictor.label_names.items())},
         "volumes_ml": mask_volumes_ml(prediction.mask, predictor.label_names),
+        "volumes_mm3": mask_volumes_mm3(prediction.mask, predictor.label_names),
         "shape": list(volume.spatial_shape),
         "spacing_mm": [round(s, 6) for s in volume.spacing],
         "axcodes": "".join(volume.axcodes),
@@ -168,17 +170,31 @@ def _run_case(
         )
     seconds = time.perf_counter() - start
     return CaseResult(
-        case.name, str(case.path), "done", seconds, mask_path.name, volumes_ml=info["volumes_ml"]
+        case.name,
+        str(case.path),
+        "done",
+        seconds,
+        mask_path.name,
+        volumes_ml=info["volumes_ml"],
+        volumes_mm3=info["volumes_mm3"],
     )
 
 
 def _skipped(case: CaseInput, output: Path) -> CaseResult:
     mask, sidecar = output_paths(output, case.name)
     try:
-        volumes = json.loads(sidecar.read_text(encoding="utf-8")).get("volumes_ml", {})
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        volumes = {}
-    return CaseResult(case.name, str(case.path), "skipped", mask=mask.name, volumes_ml=volumes)
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    return CaseResult(
+        case.name,
+        str(case.path),
+        "skipped",
+        mask=mask.name,
+        volumes_ml=info.get("volumes_ml", {}),
+        volumes_mm3=info.get("volumes_mm3", {}),  # absent in sidecars of older versions
+    )
 
 
 class _Progress:
@@ -293,7 +309,14 @@ def predict_batch(
         results.sort(key=lambda r: r.name)
     summary = BatchSummary(results, out, time.perf_counter() - start)
     if rank == 0:
-        write_summary(summary, predictor)
+        try:
+            write_summary(summary, predictor)
+        except OSError as exc:
+            raise MedsegError(
+                f"cannot write summary.json/summary.csv: expected a writable output folder, "
+                f"found {exc.strerror or exc}",
+                out,
+            ) from exc
     return summary
 
 
@@ -315,9 +338,21 @@ def write_summary(summary: BatchSummary, predictor: Predictor | None = None) -> 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
-        ["case", "status", "seconds", "input", "mask", "error", *[f"{n}_ml" for n in names]]
+        [
+            "case",
+            "status",
+            "seconds",
+            "input",
+            "mask",
+            "error",
+            *[f"{n}_ml" for n in names],
+            *[f"{n}_mm3" for n in names],
+        ]
     )
     for r in summary.results:
         vols = [r.volumes_ml.get(n, "") for n in names]
-        writer.writerow([r.name, r.status, f"{r.seconds:.3f}", r.input, r.mask, r.error, *vols])
+        vols_mm3 = [r.volumes_mm3.get(n, "") for n in names]
+        writer.writerow(
+            [r.name, r.status, f"{r.seconds:.3f}", r.input, r.mask, r.error, *vols, *vols_mm3]
+        )
     atomic_write_text(summary.output / "summary.csv", buf.getvalue())

@@ -141,7 +141,9 @@ class InferConfig:
 
 
 def load_infer_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> InferConfig:
     """Read a prediction config (or start from defaults) and apply overrides.
 
@@ -153,6 +155,9 @@ def load_infer_config(
     overrides
         ``{"overlap": 0.25, ...}`` (field names), e.g. from command-line flags; ``None``
         values are ignored (flag not given).
+    flags
+        Field name -> the command-line flag that set it (``{"overlap": "--overlap"}``): a bad
+        value from an override is then reported under the flag (``--overlap: expected ...``).
 
     Returns
     -------
@@ -165,7 +170,7 @@ def load_infer_config(
         For unknown keys (with a "did you mean" hint), wrong types or out-of-range values,
         naming the key; prefixed with ``path`` when the bad value came from the file.
     """
-    return load_config(InferConfig, path, overrides, "infer")
+    return load_config(InferConfig, path, overrides, "infer", flags=flags)
 
 
 def save_infer_config(config: InferConfig, folder: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Output helpers: label volumes in millilitres and probability maps as 4D NIfTI."""
+"""Output helpers: label volumes in millilitres and mm^3, and probability maps as 4D NIfTI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,31 @@ from medseg.io.atomic import atomic_path
 from medseg.io.volume import Volume
 
 
+def voxel_volume_mm3(mask: Volume) -> float:
+    """Volume of one voxel in mm^3: ``|det(affine[:3, :3])|`` (any orientation or shear)."""
+    return abs(float(np.linalg.det(mask.affine[:3, :3])))
+
+
+def label_voxel_counts(mask: Volume, label_names: Mapping[int, str]) -> dict[str, int]:
+    """Voxels of every non-background label, keyed by label name (absent labels: 0).
+
+    Parameters
+    ----------
+    mask
+        Label map ``(I, J, K)``.
+    label_names
+        ``{value: name}``; labels without a name are reported as ``label_<value>``.
+    """
+    counts = np.bincount(np.asarray(mask.array).ravel().astype(np.int64))
+    values = set(int(v) for v in label_names) | set(np.nonzero(counts)[0].tolist())
+    return {
+        label_names.get(value, f"label_{value}"): int(counts[value]) if value < counts.size else 0
+        for value in sorted(values - {0})
+    }
+
+
 def mask_volumes_ml(mask: Volume, label_names: Mapping[int, str]) -> dict[str, float]:
-    """Volume of every non-background label in millilitres, keyed by label name.
+    """Volume of every non-background label in millilitres (4 decimals), keyed by label name.
 
     Parameters
     ----------
@@ -23,14 +46,18 @@ def mask_volumes_ml(mask: Volume, label_names: Mapping[int, str]) -> dict[str, f
     label_names
         ``{value: name}``; labels without a name are reported as ``label_<value>``.
     """
-    voxel_ml = abs(float(np.linalg.det(mask.affine[:3, :3]))) / 1000.0
-    counts = np.bincount(np.asarray(mask.array).ravel().astype(np.int64))
-    values = set(int(v) for v in label_names) | set(np.nonzero(counts)[0].tolist())
-    out = {}
-    for value in sorted(values - {0}):
-        n = int(counts[value]) if value < counts.size else 0
-        out[label_names.get(value, f"label_{value}")] = round(n * voxel_ml, 4)
-    return out
+    voxel_ml = voxel_volume_mm3(mask) / 1000.0
+    return {k: round(n * voxel_ml, 4) for k, n in label_voxel_counts(mask, label_names).items()}
+
+
+def mask_volumes_mm3(mask: Volume, label_names: Mapping[int, str]) -> dict[str, float]:
+    """Volume of every non-background label in mm^3, unrounded, keyed by label name.
+
+    Exactly ``voxel count * voxel volume`` (:func:`voxel_volume_mm3`), so a reader can
+    recover the voxel count; ``mask_volumes_ml`` is the same divided by 1000 and rounded.
+    """
+    voxel = voxel_volume_mm3(mask)
+    return {k: n * voxel for k, n in label_voxel_counts(mask, label_names).items()}
 
 
 def write_probabilities(probabilities: Volume, path: str | os.PathLike[str]) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 from medseg.errors import MedsegError
 from medseg.io.dicom import SeriesInfo, list_series, select_series
 from medseg.io.nifti import is_nifti, write_nifti
+from medseg.io.outputs import check_output_dir
 from medseg.io.reader import load_volume
 from medseg.io.volume import Volume
 
@@ -37,7 +38,8 @@ def resolve_source(
         A SeriesInstanceUID or a 1-based series number (as listed), or ``None``.
     choose
         For a study folder and ``series=None``: pick its only image series (an error when
-        there are several); ``False`` returns the study folder unresolved, for listing.
+        there are several); ``False`` picks the only image series too but returns the study
+        folder unresolved when there are several or none, for listing.
 
     Returns
     -------
@@ -60,7 +62,8 @@ def resolve_source(
     infos = list_series(p, recursive=True)
     if not infos:
         return p, series, []  # load_volume reports the empty folder
-    if not choose and series is None:
+    n_images = sum(s.is_image for s in infos)
+    if not choose and series is None and n_images != 1:
         return p, series, infos
     chosen = select_series(infos, series, p)
     return chosen.folder, chosen.uid, infos
@@ -122,10 +125,7 @@ def convert_to_nifti(
     out = Path(output)
     if not is_nifti(out):
         raise MedsegError("expected an output name ending in .nii or .nii.gz", out)
-    if out.exists() and not overwrite:
-        raise MedsegError(
-            "output exists; pass --force (overwrite=True in Python) to overwrite it", out
-        )
+    check_output(Path(source), out, overwrite=overwrite)
     src, chosen, _ = resolve_source(source, series)
     volume = load_volume(src, series=chosen, allow_empty=True)
     codes = {
@@ -133,5 +133,43 @@ def convert_to_nifti(
         "sform_code": int(volume.meta.get("sform_code", 1) or 1),
     }
     volume = volume.with_array(nifti_array(volume.array))
-    write_nifti(volume.array, volume.affine, out, **codes)
+    try:
+        write_nifti(volume.array, volume.affine, out, **codes)
+    except OSError as exc:
+        raise MedsegError(
+            f"cannot write the output: expected a writable file, found "
+            f"{exc.strerror or exc} ({exc.filename or out})",
+            out,
+        ) from exc
     return volume
+
+
+def check_output(source: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse an output file that would overwrite the input or cannot be written; create nothing.
+
+    Refused whatever ``overwrite`` says: ``out`` is ``source`` itself (the same file through a
+    symbolic or hard link too: same device and inode), ``out`` is a folder, and what
+    :func:`medseg.io.outputs.check_output_dir` refuses for the folder of ``out`` (a file on
+    its path, not writable, the input folder or inside it). Refused without ``overwrite``:
+    ``out`` exists. Missing folders above ``out`` are created by the write.
+
+    Raises
+    ------
+    MedsegError
+        Naming ``out`` (or its folder) and, when they are the same file, ``source``.
+    """
+    if out.exists() and source.exists() and os.path.samefile(source, out):
+        raise MedsegError(
+            f"expected an output file other than the input, found the input itself ({source}); "
+            "choose another output name (--force never overwrites the input)",
+            out,
+        )
+    if out.is_dir():
+        raise MedsegError("expected an output file, found a folder", out)
+    if out.exists() and not overwrite:
+        raise MedsegError(
+            "output exists (expected a new file); pass --force (overwrite=True in Python) to "
+            "overwrite it",
+            out,
+        )
+    check_output_dir(out.parent, flag="the folder of OUTPUT", inputs=[("INPUT", source)])

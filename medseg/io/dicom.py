@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from medseg.errors import MedsegError
 from medseg.io.dicom_frames import dicom_frames
+from medseg.io.dicom_scan import READ_ERRORS, FolderScan, scan_folder
 from medseg.io.dicom_stack import Frame, stack_geometry
 from medseg.io.geometry import lps_to_ras
 from medseg.io.volume import Volume
@@ -35,9 +35,6 @@ logger = logging.getLogger(__name__)
 NON_IMAGE_MODALITIES = frozenset(
     {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC", "FID", "RWV"}
 )
-_SKIPPED_SUFFIXES = (".txt", ".json")
-_DICOMDIR_SOP = "1.2.840.10008.1.3.10"
-_READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, TypeError, KeyError)
 
 
 @dataclass(frozen=True)
@@ -84,51 +81,14 @@ class SeriesInfo:
         )
 
 
-def _candidate_files(folder: Path) -> list[Path]:
-    """Plain files of ``folder`` that may be DICOM (no DICOMDIR, hidden, .txt or .json files)."""
-    out = []
-    for p in sorted(folder.iterdir()):
-        name = p.name
-        if not p.is_file() or name.startswith(".") or name.upper() == "DICOMDIR":
-            continue
-        if name.lower().endswith(_SKIPPED_SUFFIXES):
-            continue
-        out.append(p)
-    return out
-
-
-def _read_header(path: Path) -> Dataset | None:
-    """The header of a DICOM file (no pixels), or ``None`` for a non-DICOM file."""
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=False)
-    except _READ_ERRORS as exc:
-        logger.debug("skipping %s: not a readable DICOM file (%s)", path, exc)
-        return None
-    sop = str(getattr(ds.get("file_meta", Dataset()), "MediaStorageSOPClassUID", ""))
-    if sop == _DICOMDIR_SOP or "DirectoryRecordSequence" in ds:
-        logger.debug("skipping %s: DICOMDIR", path)
-        return None
-    return ds
-
-
-def _headers(folder: Path) -> tuple[list[Path], dict[str, list[tuple[Path, Dataset]]]]:
-    """Candidate files of ``folder`` and the DICOM headers grouped by SeriesInstanceUID."""
-    files = _candidate_files(folder)
-    groups: dict[str, list[tuple[Path, Dataset]]] = {}
-    for path in files:
-        ds = _read_header(path)
-        if ds is not None:
-            groups.setdefault(str(ds.get("SeriesInstanceUID", "") or ""), []).append((path, ds))
-    return files, groups
-
-
 def _series_infos(folder: Path, groups: dict[str, list[tuple[Path, Dataset]]]) -> list[SeriesInfo]:
     rows = []
     for uid, items in groups.items():
         first = items[0][1]
         modality = str(first.get("Modality", "") or "")
         number = first.get("SeriesNumber", None)
-        is_image = modality.upper() not in NON_IMAGE_MODALITIES and "Rows" in first
+        has_rows = any("Rows" in ds for _, ds in items)
+        is_image = modality.upper() not in NON_IMAGE_MODALITIES and has_rows
         rows.append(
             (
                 int(number) if number not in (None, "") else None,
@@ -147,7 +107,10 @@ def _series_infos(folder: Path, groups: dict[str, list[tuple[Path, Dataset]]]) -
 
 
 def list_series(folder: str | Path, *, recursive: bool = False) -> list[SeriesInfo]:
-    """List the DICOM series in ``folder`` (non-DICOM files are skipped silently).
+    """List the DICOM series in ``folder`` (non-DICOM files are skipped, logged at DEBUG).
+
+    Files that claim to be DICOM but cannot be read are not counted; beside a series they are
+    logged at WARNING (:func:`read_dicom_series` refuses them).
 
     Parameters
     ----------
@@ -170,7 +133,13 @@ def list_series(folder: str | Path, *, recursive: bool = False) -> list[SeriesIn
         folders += sorted(p for p in folder.rglob("*") if p.is_dir() and not p.name.startswith("."))
     out: list[SeriesInfo] = []
     for sub in folders:
-        for info in _series_infos(sub, _headers(sub)[1]):
+        scan = scan_folder(sub)
+        for path, why in scan.broken:  # beside a series it may be one of its slices
+            level = logging.WARNING if scan.groups else logging.DEBUG
+            logger.log(level, "%s: %s; reading this folder's series will refuse it", path, why)
+        if scan.junk:
+            logger.debug("%s: skipped non-DICOM file(s): %s", sub, scan.describe_junk())
+        for info in _series_infos(sub, scan.groups):
             out.append(SeriesInfo(**{**info.__dict__, "number": len(out) + 1}))
     return out
 
@@ -205,19 +174,49 @@ def select_series(infos: Sequence[SeriesInfo], series: str | None, folder: Path)
     )
 
 
-def _no_dicom_error(folder: Path, files: list[Path]) -> MedsegError:
-    if files:
+def _subfolder_hint(folder: Path) -> str:
+    subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subs:
+        return ""
+    shown = ", ".join(subs[:8]) + (", ..." if len(subs) > 8 else "")
+    return f"; it has {len(subs)} sub-folder(s) ({shown}): pass one series folder"
+
+
+def _no_dicom_error(scan: FolderScan) -> MedsegError:
+    folder, hint = scan.folder, _subfolder_hint(scan.folder)
+    if scan.broken:
+        path, why = scan.broken[0]
         return MedsegError(
-            f"no readable DICOM files in folder ({len(files)} non-DICOM file(s) skipped, "
-            f"e.g. {files[0].name})",
+            f"no readable DICOM files in folder: expected DICOM image files, found "
+            f"{len(scan.broken)} file(s) that claim to be DICOM but cannot be read, e.g. "
+            f"{path.name} {why}{hint}",
             folder,
         )
-    subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    hint = ""
-    if subs:
-        shown = ", ".join(subs[:8]) + (", ..." if len(subs) > 8 else "")
-        hint = f"; it has {len(subs)} sub-folder(s) ({shown}): pass one series folder"
-    return MedsegError(f"no DICOM files found in folder{hint}", folder)
+    if scan.junk:
+        return MedsegError(
+            f"no DICOM files found in folder: expected DICOM image files, found only "
+            f"{len(scan.junk)} non-DICOM file(s) ({scan.describe_junk()}){hint}",
+            folder,
+        )
+    if scan.dicomdirs:
+        return MedsegError(
+            "no DICOM image files in folder: expected the image files its DICOMDIR indexes, "
+            f"found only the DICOMDIR (copy the whole folder tree of the disc){hint}",
+            folder,
+        )
+    return MedsegError(f"no DICOM files found in folder (expected DICOM image files){hint}", folder)
+
+
+def _broken_error(scan: FolderScan) -> MedsegError:
+    path, why = scan.broken[0]
+    others = [p.name for p, _ in scan.broken[1:]]
+    more = f"; {len(others)} more: {', '.join(others[:8])}" if others else ""
+    return MedsegError(
+        f"{why}; expected every file of the series folder to be a complete DICOM file (a "
+        f"slice is never dropped silently): re-export the series, or remove the file if it is "
+        f"not part of it{more}",
+        path,
+    )
 
 
 def _output_dtype(frames: Sequence[Frame], ds: Dataset, stored: np.dtype) -> np.dtype:
@@ -241,13 +240,14 @@ def _output_dtype(frames: Sequence[Frame], ds: Dataset, stored: np.dtype) -> np.
 
 def _decode(frames: Sequence[Frame], ds: Dataset, folder: Path) -> np.ndarray:
     """Voxels of the sorted frames, shape ``(columns, rows, slices)``, rescaled."""
-    first = None
+    name = frames[0].name
     try:
         first = np.asarray(frames[0].pixels())
         dtype = _output_dtype(frames, ds, first.dtype)
         rows, cols = frames[0].shape
         out = np.empty((cols, rows, len(frames)), dtype=dtype)
         for k, frame in enumerate(frames):
+            name = frame.name
             pix = first if k == 0 else np.asarray(frame.pixels())
             if pix.shape != (rows, cols):
                 raise MedsegError(
@@ -257,10 +257,30 @@ def _decode(frames: Sequence[Frame], ds: Dataset, folder: Path) -> np.ndarray:
             if (frame.slope, frame.intercept) != (1.0, 0.0):
                 pix = pix.astype(np.float64) * frame.slope + frame.intercept
             out[:, :, k] = pix.T.astype(dtype, copy=False)
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError) as exc:
-        name = frames[0].name if first is None else "a slice"
-        raise MedsegError(f"cannot decode the pixel data of {name}: {exc}", folder) from exc
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError) as exc:
+        why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise MedsegError(
+            f"cannot decode the pixel data of {name} (expected pixel data matching its "
+            f"Rows/Columns/BitsAllocated): {why}",
+            folder / name.split("[frame")[0],
+        ) from exc
     return out
+
+
+def _read_frames(files: Sequence[Path]) -> tuple[list[Frame], Dataset]:
+    """The frames of every file (pixels decoded lazily) and the first file's dataset."""
+    frames: list[Frame] = []
+    datasets: list[Dataset] = []
+    for path in files:
+        try:
+            ds = pydicom.dcmread(path, force=False)
+            frames += dicom_frames(path, ds)
+        except READ_ERRORS as exc:
+            raise MedsegError(
+                f"cannot read DICOM file (expected a complete image slice): {exc}", path
+            ) from exc
+        datasets.append(ds)
+    return frames, datasets[0]
 
 
 def read_dicom_series(folder: str | Path, *, series: str | None = None) -> Volume:
@@ -269,8 +289,8 @@ def read_dicom_series(folder: str | Path, *, series: str | None = None) -> Volum
     Parameters
     ----------
     folder
-        Folder holding the files of the series (non-DICOM files, DICOMDIR, hidden, .txt and
-        .json files are skipped).
+        Folder holding the files of the series (DICOMDIR is skipped; non-DICOM files such as
+        ``README.txt``, ``.DS_Store``, ``Thumbs.db`` are skipped and logged at WARNING).
     series
         SeriesInstanceUID or 1-based series number from :func:`list_series`; required when
         the folder holds several image series.
@@ -286,28 +306,26 @@ def read_dicom_series(folder: str | Path, *, series: str | None = None) -> Volum
     ------
     MedsegError
         No DICOM files, several series and none chosen, a non-image series chosen, a single
-        slice, mixed orientations or sizes, gantry tilt, duplicate or missing slices.
+        slice, mixed orientations or sizes, gantry tilt, duplicate or missing slices, and a
+        file that claims to be DICOM (DICM preamble, ``.dcm`` name, the series' UID in its
+        bytes) but cannot be read or decoded: it is named, never dropped silently.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise MedsegError("expected a folder of DICOM files, found no such folder", folder)
-    files, groups = _headers(folder)
-    if not groups:
-        raise _no_dicom_error(folder, files)
-    info = select_series(_series_infos(folder, groups), series, folder)
+    scan = scan_folder(folder)
+    if not scan.groups:
+        raise _no_dicom_error(scan)
+    if scan.broken:
+        raise _broken_error(scan)
+    if scan.junk:
+        logger.warning("%s: skipped non-DICOM file(s): %s", folder, scan.describe_junk())
+    info = select_series(_series_infos(folder, scan.groups), series, folder)
     if not info.is_image:
         raise MedsegError(
             f"series {info.describe()} holds no image slices; choose an image series", folder
         )
-    frames: list[Frame] = []
-    datasets: list[Dataset] = []
-    for path in info.files:
-        try:
-            ds = pydicom.dcmread(path, force=False)
-        except _READ_ERRORS as exc:
-            raise MedsegError(f"cannot read DICOM file: {exc}", path) from exc
-        datasets.append(ds)
-        frames += dicom_frames(path, ds)
+    frames, first = _read_frames(info.files)
     if len(frames) < 2:
         raise MedsegError(
             "expected a 3D series of at least 2 slices, found a single 2D slice "
@@ -316,8 +334,8 @@ def read_dicom_series(folder: str | Path, *, series: str | None = None) -> Volum
         )
     order, affine_lps = stack_geometry(frames, folder)
     sorted_frames = [frames[i] for i in order]
-    array = _decode(sorted_frames, datasets[0], folder)
-    meta = _meta(datasets[0], info, sorted_frames, folder)
+    array = _decode(sorted_frames, first, folder)
+    meta = _meta(first, info, sorted_frames, folder)
     return Volume(array=array, affine=lps_to_ras(affine_lps), path=folder, meta=meta)
 
 

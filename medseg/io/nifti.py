@@ -15,6 +15,7 @@ import numpy as np
 
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.io.nifti_header import check_nifti_header, dtype_name, header_shape
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,16 @@ def read_nifti(path: Path) -> Volume:
 
     The affine is nibabel's best affine (sform if set, else qform). Scaling
     (``scl_slope``/``scl_inter``) is applied; integer data without scaling keeps its dtype.
+    The raw header is checked first (:func:`medseg.io.nifti_header.check_nifti_header`), so
+    nibabel never repairs a spacing silently nor allocates for a header larger than the file.
 
     Raises
     ------
     MedsegError
-        If the file is not a readable NIfTI or is truncated.
+        If the file is not a readable NIfTI, is truncated, has an impossible header (zero,
+        negative or NaN spacing; dimensions larger than the file) or non-scalar voxels.
     """
+    raw_hdr = check_nifti_header(path)
     try:
         img = nib.load(str(path))
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -55,6 +60,12 @@ def read_nifti(path: Path) -> Volume:
             "found none (not a NIfTI file, or empty)",
             path,
         ) from exc
+    except MemoryError as exc:
+        raise MedsegError(
+            f"cannot read as NIfTI: expected voxel data that fits in memory, found a header "
+            f"asking for {header_shape(raw_hdr)} voxels of {dtype_name(raw_hdr)}",
+            path,
+        ) from exc
     except (
         OSError,
         EOFError,
@@ -62,8 +73,9 @@ def read_nifti(path: Path) -> Volume:
         zlib.error,
         gzip.BadGzipFile,
     ) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise MedsegError(
-            f"cannot read as NIfTI (expected a valid .nii/.nii.gz file): {exc}", path
+            f"cannot read as NIfTI (expected a valid .nii/.nii.gz file): {first}", path
         ) from exc
     qcode = int(hdr["qform_code"])
     scode = int(hdr["sform_code"])

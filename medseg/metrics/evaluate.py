@@ -12,8 +12,15 @@ Missing predictions
 A reference case without a prediction is scored as if the prediction were empty (as challenge
 rankings and nnU-Net-style evaluations treat a missing output as a failure): Dice 0 and
 distances ``inf`` for every label present in the reference. Its rows carry ``missing=1`` and
-the summary lists it under ``missing_predictions``. Predictions without a reference are ignored
-with a warning and listed under ``unmatched_predictions``.
+the summary lists it under ``missing_predictions``. Predictions without a reference cannot be
+scored: they are listed under ``unmatched_predictions`` and ``medseg evaluate`` exits 1 after
+writing the report of the others. A prediction folder without any label file is an error.
+
+Failed cases
+------------
+A case whose files cannot be scored (unreadable, not a label map, grids that do not overlap,
+label values outside the known labels of the case) is left out, listed with its error under
+``failed_cases``, and the other cases are scored; ``medseg evaluate`` then exits 1.
 
 Grids
 -----
@@ -44,17 +51,27 @@ SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 @dataclass(frozen=True)
 class CasePair:
-    """One case to score: reference label map, prediction (``None`` if missing), image."""
+    """One case to score: reference label map, prediction (``None`` if missing), image.
+
+    ``known_labels`` (background included), when known, are the label values the case may
+    hold (the manifest's labels, or the model's from the prediction's sidecar), described by
+    ``known_from``; a scored value outside them fails the case.
+    """
 
     case_id: str
     ref: Path
     pred: Path | None
     image: Path | None = None
+    known_labels: tuple[int, ...] | None = None
+    known_from: str = ""
 
 
 @dataclass
 class Evaluation:
-    """Result of :func:`evaluate_cases`: one row per case and label, plus bookkeeping."""
+    """Result of :func:`evaluate_cases`: one row per case and label, plus bookkeeping.
+
+    ``cases`` are the scored pairs; ``failed`` the others, as ``{"case", "error"}``.
+    """
 
     rows: list[dict[str, Any]]
     labels: list[int]
@@ -63,6 +80,7 @@ class Evaluation:
     unmatched: list[str] = field(default_factory=list)
     resampled: list[str] = field(default_factory=list)
     label_names: dict[int, str] = field(default_factory=dict)
+    failed: list[dict[str, str]] = field(default_factory=list)
 
 
 def case_name(path: Path) -> str | None:
@@ -104,9 +122,21 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> tuple[list[CasePair], list[st
     refs = list_cases(ref_dir, "reference")
     if not refs:
         raise MedsegError(f"no label files found (expected {', '.join(SUFFIXES)})", ref_dir)
-    preds = list_cases(pred_dir, "prediction")
+    preds = _predictions(pred_dir)
     pairs = [CasePair(cid, path, preds.get(cid)) for cid, path in refs.items()]
     return pairs, sorted(set(preds) - set(refs))
+
+
+def _predictions(pred_dir: Path) -> dict[str, Path]:
+    """``{case_id: file}`` of the prediction folder; a folder without label files is an error."""
+    preds = list_cases(pred_dir, "prediction")
+    if not preds:
+        raise MedsegError(
+            f"expected predicted label maps ({', '.join(SUFFIXES)}) in the prediction folder, "
+            "found none",
+            pred_dir,
+        )
+    return preds
 
 
 def pair_manifest(
@@ -116,9 +146,11 @@ def pair_manifest(
     from medseg.data.manifest import load_manifest
 
     man = load_manifest(manifest, data_root)
-    preds = list_cases(pred_dir, "prediction")
+    preds = _predictions(pred_dir)
+    known = tuple(sorted({0, *(int(k) for k in man.labels)}))
+    source = f"the labels of {Path(manifest).name}"
     pairs = [
-        CasePair(c.case_id, c.label, preds.get(c.case_id), c.image)
+        CasePair(c.case_id, c.label, preds.get(c.case_id), c.image, known, source)
         for c in man.training
         if c.label is not None
     ]
@@ -204,19 +236,61 @@ def same_grid(a: Volume, b: Volume) -> bool:
     return a.spatial_shape == b.spatial_shape and affines_match(a.affine, b.affine)
 
 
+def check_known_labels(
+    pair: CasePair, maps: Sequence[tuple[Path, np.ndarray]], requested: Sequence[int] | None
+) -> None:
+    """Raise :class:`MedsegError` if a label value is not among ``pair.known_labels``.
+
+    Checked are the labels the user ``requested`` (``--labels``; other values in the maps
+    are then simply not scored) or, when ``None``, every value present in ``maps``
+    (``(file, array)`` of the reference and the prediction). The error names the file
+    holding the unknown value (``--labels`` when no file holds it).
+    """
+    if pair.known_labels is None:
+        return
+    known = set(pair.known_labels) | {0}
+    present = {path: present_labels(arr) for path, arr in maps}
+    scored = set(requested) if requested is not None else set().union(*present.values())
+    unknown = sorted(scored - known)
+    if not unknown:
+        return
+    holder = next((path for path, vals in present.items() if vals & set(unknown)), None)
+    where = f"label values {unknown}" + ("" if holder is not None else " requested by --labels")
+    raise MedsegError(
+        f"case {pair.case_id}: expected label values {sorted(known)} ({pair.known_from}), "
+        f"found {where}",
+        holder,
+    )
+
+
 def score_pair(
-    pair: CasePair, labels: Sequence[int] | None, **options: Any
+    pair: CasePair,
+    labels: Sequence[int] | None,
+    *,
+    requested: Sequence[int] | None = None,
+    **options: Any,
 ) -> tuple[list[dict], bool]:
     """Load one case, align the prediction and compute its rows (labels present if ``None``).
 
+    ``requested`` are the labels the user asked for (see :func:`check_known_labels`).
     Returns the rows and whether the prediction had to be resampled.
+
+    Raises
+    ------
+    MedsegError
+        For an unreadable file, a map that is not a label map, grids that do not overlap, or
+        a label value outside ``pair.known_labels``.
     """
     ref = load_label_volume(pair.ref)
+    pred = None if pair.pred is None else load_label_volume(pair.pred)
+    maps = [(pair.ref, ref.array)]
+    if pair.pred is not None and pred is not None:
+        maps.append((pair.pred, pred.array))
+    check_known_labels(pair, maps, requested)
     resampled = False
-    if pair.pred is None:
+    if pred is None:
         pred_arr = np.zeros(ref.spatial_shape, dtype=np.uint8)
     else:
-        pred = load_label_volume(pair.pred)
         resampled = not same_grid(pred, ref)
         pred_arr = resample_to_reference(pred, ref)
     if labels is None:
@@ -232,6 +306,7 @@ def evaluate_cases(
     pairs: Sequence[CasePair],
     *,
     labels: Sequence[int] | None = None,
+    requested: Sequence[int] | None = None,
     progress: Callable[[str], None] | None = None,
     **options: Any,
 ) -> Evaluation:
@@ -240,11 +315,22 @@ def evaluate_cases(
     ``options`` go to :func:`medseg.metrics.case.compute_case_metrics` (``tolerance_mm``,
     ``lesion_labels``, ``connectivity``, ...). Labels absent from both maps of a case get the
     both-empty row (Dice 1, distances 0), so every case has a row for every label.
+    ``requested``: the labels the user asked for, checked against each pair's known labels
+    (:func:`check_known_labels`). A pair that raises :class:`MedsegError` is not scored: it
+    goes to ``Evaluation.failed`` and the others are scored.
     """
     by_case: dict[str, dict[int, dict]] = {}
     resampled: list[str] = []
+    failed: list[dict[str, str]] = []
     for pair in pairs:
-        rows, was_resampled = score_pair(pair, labels, **options)
+        try:
+            rows, was_resampled = score_pair(pair, labels, requested=requested, **options)
+        except MedsegError as exc:  # one bad case must not stop the others
+            logger.error("case %s failed: %s", pair.case_id, exc)
+            failed.append({"case": pair.case_id, "error": str(exc)})
+            if progress is not None:
+                progress(pair.case_id)
+            continue
         if was_resampled:
             resampled.append(pair.case_id)
         by_case[pair.case_id] = {r["label"]: r for r in rows}
@@ -256,8 +342,9 @@ def evaluate_cases(
         else [int(v) for v in labels]
     )
     lesion = set(options.get("lesion_labels", ()))
+    scored = [p for p in pairs if p.case_id in by_case]
     out_rows = []
-    for pair in pairs:
+    for pair in scored:
         case_rows = by_case[pair.case_id]
         for lab in all_labels:
             row = case_rows.get(lab)
@@ -265,7 +352,7 @@ def evaluate_cases(
                 row = empty_label_row(lab, lesion=lab in lesion)
                 row.update(case=pair.case_id, missing=int(pair.pred is None))
             out_rows.append(row)
-    missing = [p.case_id for p in pairs if p.pred is None]
+    missing = [p.case_id for p in scored if p.pred is None]
     for cid in missing:
         logger.warning("no prediction for reference case %s: scored as an empty prediction", cid)
-    return Evaluation(out_rows, all_labels, list(pairs), missing, [], resampled)
+    return Evaluation(out_rows, all_labels, scored, missing, [], resampled, failed=failed)

@@ -187,6 +187,10 @@ def write_report(
         notes.append(f"Missing predictions (scored as empty): {', '.join(ev.missing)}.")
     if ev.resampled:
         notes.append(f"Resampled onto the reference grid: {', '.join(ev.resampled)}.")
+    if ev.failed:
+        notes.append(f"Not scored (failed): {', '.join(f['case'] for f in ev.failed)}.")
+    if ev.unmatched:
+        notes.append(f"Not scored (no reference): {', '.join(ev.unmatched)}.")
     md = ["# Segmentation evaluation", "", *notes, "", "| " + " | ".join(table[0]) + " |"]
     md.append("|" + "---|" * len(table[0]))
     md += ["| " + " | ".join(r) + " |" for r in table[1:]]

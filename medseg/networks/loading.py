@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,12 +75,94 @@ def available_folds(run_dir: Path, which: str = "best") -> list[int]:
     return sorted(folds)
 
 
+_WEIGHTS = (
+    "expected a PyTorch weights file (torch.save of tensors and plain containers, "
+    "read with weights_only=True)"
+)
+# What ``torch.load(weights_only=True)`` raises, by torch version and kind of file: a pickle
+# that needs a Python object (UnpicklingError), garbage or a foreign pickle (KeyError,
+# UnpicklingError), an empty file (EOFError), a truncated archive (RuntimeError,
+# zipfile.BadZipFile), a folder or unreadable file (OSError), odd payloads (ValueError,
+# AttributeError, TypeError, ImportError, IndexError, MemoryError, OverflowError).
+_LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    AttributeError,
+    TypeError,
+    KeyError,
+    ImportError,
+    IndexError,
+    MemoryError,
+    OverflowError,
+)
+
+
+def _describe_load_error(path: Path, exc: BaseException) -> str:
+    """What was found instead of a weights file, in a few words (no torch boilerplate)."""
+    text = str(exc)
+    blocked = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if blocked:
+        return (
+            f"a pickle that needs the Python object {blocked.group(1)} (refused: loading it "
+            "could run code; re-save the weights with torch.save(model.state_dict()))"
+        )
+    if isinstance(exc, OSError):
+        return f"a file that cannot be read ({exc.strerror or exc})"
+    if isinstance(exc, EOFError) or (path.is_file() and path.stat().st_size == 0):
+        return "an empty or truncated file"
+    if isinstance(exc, pickle.UnpicklingError):
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.S)
+        reason = f" ({detail.group(1).strip()})" if detail else ""
+        return f"a pickle that is not a weights file{reason}"
+    if isinstance(exc, KeyError):  # the first byte read as a pickle opcode
+        return "a file that is neither a torch.save archive nor a pickle"
+    first = text.strip().split(". ")[0][:160] if text.strip() else ""
+    if isinstance(exc, zipfile.BadZipFile) or "zip archive" in text:
+        return f"a damaged or truncated torch.save archive ({first})"
+    return f"data torch cannot read ({type(exc).__name__}{': ' + first if first else ''})"
+
+
 def _read_weights_file(path: Path, what: str, device: str | torch.device) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain containers only, never code."""
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never code.
+
+    Raises
+    ------
+    MedsegError
+        Naming ``path`` for every way the load can fail (garbage, an empty or truncated
+        file, a plain pickle, a pickle of Python objects, a folder, an unreadable file).
+    """
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise MedsegError(f"unreadable {what}: {exc}", path) from exc
+    except _LOAD_ERRORS as exc:
+        raise MedsegError(
+            f"{what}: {_WEIGHTS}, found {_describe_load_error(path, exc)}", path
+        ) from exc
+
+
+def _state_dict_problem(exc: BaseException) -> str:
+    """The first few lines of a ``load_state_dict`` error (missing keys, shape mismatches)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    details = [ln[:240] for ln in lines[1:4]] or [lines[0][:240] if lines else type(exc).__name__]
+    more = f" (+{len(lines) - 4} more)" if len(lines) > 4 else ""
+    return "; ".join(details) + more
+
+
+def _load_weights(model: nn.Module, state: Any, path: Path, against: str) -> None:
+    """``model.load_state_dict(state)``; a mismatch is a :class:`MedsegError` naming ``path``."""
+    if not isinstance(state, dict):
+        raise MedsegError(
+            f"expected a state dict (parameter name -> tensor), found {type(state).__name__}", path
+        )
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+        raise MedsegError(
+            f"expected weights matching {against}, found: {_state_dict_problem(exc)}", path
+        ) from exc
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -94,7 +178,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
         raise MedsegError("checkpoint not found (was this fold trained?)", p)
     state = _read_weights_file(p, "checkpoint", device)
     if not isinstance(state, dict) or "model" not in state:
-        raise MedsegError("expected a medseg checkpoint with a 'model' entry", p)
+        found = (
+            f"a dict with keys {sorted(map(str, state))[:8]}"
+            if isinstance(state, dict)
+            else f"a {type(state).__name__}"
+        )
+        raise MedsegError(
+            f"expected a medseg checkpoint (a dict with a 'model' entry), found {found}", p
+        )
     return state
 
 
@@ -133,18 +224,42 @@ def load_model(
     if which not in ("best", "last"):
         raise MedsegError(f"checkpoint: expected 'best' or 'last', found {which!r}")
     fdir = fold_dir(run_or_fold_dir, fold)
-    state = load_checkpoint(fdir / f"checkpoint_{which}.pt", device)
+    ckpt = fdir / f"checkpoint_{which}.pt"
+    state = load_checkpoint(ckpt, device)
     if "plans" in state:
-        plans = plans_from_dict(state["plans"])
+        plans = _checkpoint_plans(state["plans"], ckpt)
+        against = "the plans stored in the checkpoint"
     else:
-        plans = load_plans(fdir.parent / "plans.json")
+        plans = _read_plans(fdir.parent / "plans.json")
+        against = str(fdir.parent / "plans.json")
     model = build_network(plans.network, 1, plans.num_classes)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise MedsegError(f"checkpoint does not match its plans: {exc}", fdir) from exc
+    _load_weights(model, state["model"], ckpt, against)
     model.to(device).eval()
     return model, plans
+
+
+def _read_plans(path: Path) -> Plans:
+    """:func:`load_plans`, its error saying what the file should have been."""
+    try:
+        return load_plans(path)
+    except MedsegError as exc:
+        raise MedsegError(
+            f"expected the plans medseg train writes (a JSON object), found: {exc.message}",
+            exc.path or path,
+        ) from exc
+
+
+def _checkpoint_plans(data: Any, ckpt: Path) -> Plans:
+    """The plans a checkpoint carries; malformed ones are a :class:`MedsegError` naming it."""
+    if not isinstance(data, dict):
+        raise MedsegError(
+            f"expected the checkpoint's 'plans' entry to be a mapping, found {type(data).__name__}",
+            ckpt,
+        )
+    try:
+        return plans_from_dict(data)
+    except MedsegError as exc:
+        raise MedsegError(f"checkpoint plans: {exc.message}", ckpt) from exc
 
 
 def _load_fold(run_dir: Path, fold: int, which: str, device: torch.device) -> nn.Module:
@@ -164,14 +279,16 @@ def load_postprocessing_file(path: Path) -> Any | None:
 
 def load_run(run_dir: Path, folds: Sequence[int], which: str, device: torch.device) -> LoadedModels:
     """Load folds of a run directory (``folds=()``: every trained fold)."""
-    plans = load_plans(run_dir / "plans.json")
+    plans = _read_plans(run_dir / "plans.json")
     present = available_folds(run_dir, which)
     chosen = list(folds) or present
     missing = [f for f in chosen if f not in present]
     if not chosen or missing:
+        wanted = f"folds {missing} (--folds)" if missing else "at least one trained fold"
         raise MedsegError(
-            f"expected trained folds {missing or 'any'} (fold_<k>/checkpoint_{which}.pt), "
-            f"found folds {present}",
+            f"expected {wanted} with fold_<k>/checkpoint_{which}.pt, found "
+            + (f"trained folds {present}" if present else "none")
+            + _other_checkpoint_hint(run_dir, which, missing or None),
             run_dir,
         )
     models = [_load_fold(run_dir, f, which, device) for f in chosen]
@@ -189,9 +306,18 @@ def load_run(run_dir: Path, folds: Sequence[int], which: str, device: torch.devi
     return LoadedModels(models, plans, post, identity)
 
 
+def _other_checkpoint_hint(run_dir: Path, which: str, folds: Sequence[int] | None) -> str:
+    """`` (fold 0 has checkpoint_last.pt: use --checkpoint last)`` when that would help."""
+    other = "last" if which == "best" else "best"
+    have = [f for f in available_folds(run_dir, other) if folds is None or f in folds]
+    if not have:
+        return ""
+    return f" (folds {have} have checkpoint_{other}.pt: use --checkpoint {other})"
+
+
 def load_bundle(bundle: Path, device: torch.device) -> LoadedModels:
     """Load ``models/model.pt`` of a medseg-exported MONAI bundle with ``configs/plans.json``."""
-    plans = load_plans(bundle / "configs" / "plans.json")
+    plans = _read_plans(bundle / "configs" / "plans.json")
     weights = bundle / "models" / "model.pt"
     if not weights.is_file():
         raise MedsegError("expected the bundle weights models/model.pt, found none", bundle)
@@ -199,10 +325,7 @@ def load_bundle(bundle: Path, device: torch.device) -> LoadedModels:
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     model = build_network(plans.network, 1, plans.num_classes)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise MedsegError(f"weights do not match configs/plans.json: {exc}", weights) from exc
+    _load_weights(model, state, weights, "configs/plans.json")
     meta = _read_json(bundle / "configs" / "metadata.json")
     identity = {
         "kind": "bundle",
@@ -241,14 +364,36 @@ def load_models(
     """
     p = Path(path)
     device = device or torch.device("cpu")
-    if kind in (None, "bundle") and is_bundle(p):
+    if kind in (None, "bundle") and (p / "configs" / "metadata.json").is_file():
+        if not (p / "models").is_dir():
+            raise MedsegError(
+                "expected a MONAI bundle with the weights models/model.pt, found no models/ "
+                "folder (was the bundle copied without it?)",
+                p,
+            )
         if folds:
             logger.warning("%s: a bundle holds one model; ignoring folds %s", p, list(folds))
         return load_bundle(p, device)
     if kind in (None, "run") and is_run(p):
         return load_run(p, folds, which, device)
     raise MedsegError(
-        "expected a run directory (plans.json, fold_<k>/checkpoint_best.pt) or a MONAI bundle "
-        "(configs/metadata.json, configs/plans.json, models/model.pt)",
+        "expected a run directory (plans.json, fold_<k>/checkpoint_best.pt) or a MONAI "
+        f"bundle (configs/metadata.json, configs/plans.json, models/model.pt), found {_found(p)}",
         p,
     )
+
+
+def _found(p: Path) -> str:
+    """What lies at ``p``, for the message of :func:`load_models`."""
+    if not p.exists():
+        return "nothing (no such file or folder)"
+    if not p.is_dir():
+        return "a file"
+    try:
+        names = sorted(c.name for c in p.iterdir() if not c.name.startswith("."))
+    except OSError as exc:
+        return f"a folder that cannot be listed ({exc.strerror or exc})"
+    if not names:
+        return "an empty folder"
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return f"a folder holding {shown}"

@@ -7,6 +7,7 @@ All networks take ``(B, in_channels, X, Y, Z)`` and return logits
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -14,7 +15,10 @@ from monai.networks.nets import BasicUNet, DynUNet, SegResNet, UNet, VNet
 from torch import nn
 
 from medseg.errors import MedsegError
+from medseg.planning.planner import VNET_CHANNELS
 from medseg.planning.plans import NetworkSpec
+
+logger = logging.getLogger(__name__)
 
 Builder = Callable[[NetworkSpec, int, int], nn.Module]
 
@@ -64,7 +68,15 @@ def _dynunet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
 
 
 def _vnet(spec: NetworkSpec, in_ch: int, out_ch: int) -> nn.Module:
-    # MONAI's VNet has a fixed width (16..256) and needs inputs divisible by 16.
+    # MONAI's VNet has fixed widths (VNET_CHANNELS, which planning records in plans.json) and
+    # needs inputs divisible by 16.
+    if tuple(spec.channels) != VNET_CHANNELS:
+        logger.warning(
+            "vnet: plans.network.channels %s are not what MONAI's VNet builds; it has fixed "
+            "widths %s",
+            list(spec.channels),
+            list(VNET_CHANNELS),
+        )
     # Its two top up-transitions always drop skip channels at 0.5, as the original V-Net
     # does; MONAI's constructor has no argument for them (MONAI issue #6116).
     return VNet(

@@ -45,10 +45,12 @@ _MAX_POOLS = {"unet": 4, "dynunet": 5, "vnet": 4, "segresnet": 3, "basicunet": 4
 # slower and in 12 minutes found no lesion (550 steps: lesion Dice 0.00, mean 0.75)
 # where the same widths without it did (1,450 steps: lesion 0.67, mean 0.88); so planning
 # adds it only when the step fits the budget (``PlansConfig.unet_full_res: null``).
+# MONAI's VNet has these widths built in (its constructor takes none); plans record them.
+VNET_CHANNELS = (16, 32, 64, 128, 256)
 _WIDTHS = {
     "unet": (8, 24, 48, 96, 192),
     "dynunet": (32, 64, 128, 256, 320, 320),
-    "vnet": (16, 32, 64, 128, 256),
+    "vnet": VNET_CHANNELS,
     "segresnet": (8, 16, 32, 64),
     "basicunet": (32, 32, 64, 128, 256),
 }
@@ -172,6 +174,14 @@ def _network(
     full_res: bool,
 ) -> NetworkSpec:
     widths = cfg.channels or _WIDTHS[model]
+    if model == "vnet" and cfg.channels and tuple(cfg.channels) != VNET_CHANNELS:
+        # MONAI's VNet has no width argument: plans record the network that is built.
+        logger.warning(
+            "plans.channels %s ignored for vnet: MONAI's VNet has fixed widths %s",
+            list(cfg.channels),
+            list(VNET_CHANNELS),
+        )
+        widths = VNET_CHANNELS
     levels = len(strides) + 1
     if len(widths) < levels:
         widths = tuple(widths) + (widths[-1],) * (levels - len(widths))

@@ -160,6 +160,8 @@ def save_plans(plans: Plans, path: str | Path) -> Path:
 
 def plans_from_dict(data: dict[str, Any], where: str = "plans") -> Plans:
     """Build validated :class:`Plans` from JSON-like data (label keys may be strings)."""
+    if not isinstance(data, dict):
+        raise MedsegError(f"{where}: expected a JSON object, found {type(data).__name__}")
     data = dict(data)
     if "labels" in data and isinstance(data["labels"], dict):
         try:

@@ -1,14 +1,19 @@
 """Choosing post-processing on validation predictions (nnU-Net's rule) and storing the choice.
 
 Greedy, in this order: for each label, keep the largest component; else remove small objects
-(each candidate threshold, the best one); fill holes; closing (candidate radii, if any); then
-the dense CRF for all labels (each candidate setting, the best one) when every case has
-probabilities and an image. A candidate is
+(each candidate threshold, the best one); fill holes; closing (each candidate radius in mm, the
+best one; a radius whose structuring element is one voxel at every case's spacing changes
+nothing and is not evaluated); then the dense CRF for all labels (each candidate setting, the
+best one) when every case has probabilities and an image. A candidate is
 kept only if the mean validation Dice of its label (for the CRF: the mean over labels) improves
 by more than ``min_gain`` and no label's mean Dice drops by more than ``tolerance``. Each
 candidate is evaluated on top of the steps already kept, with :func:`apply_postprocessing`, so
 the evaluated pipeline is exactly what prediction runs. Dice comes from
 :func:`medseg.metrics.dice_per_label` (both masks empty -> 1, one empty -> 0).
+
+With a ``deadline`` the decision stops when it passes (checked before each case of each
+evaluation): the steps kept so far stay (each was evaluated on every case), the rest are not
+tried, and ``report["stopped"]`` says where it stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +40,7 @@ from medseg.postprocessing.morphology import (
     LabelPostprocessing,
     PostprocessConfig,
     apply_postprocessing,
+    ellipsoid_structure,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,7 +63,8 @@ class DecisionCandidates:
     fill_holes
         Try 3D hole filling.
     closing_mm
-        Closing radii (mm) to try.
+        Closing radii (mm) to try: gaps and notches narrower than about twice the radius
+        close (1 mm: one voxel at 1 mm spacing).
     crf
         CRF settings to try (the best one that passes the rule is kept) when every case has
         probabilities and an image; empty to never try the CRF. The default varies the
@@ -66,7 +75,7 @@ class DecisionCandidates:
     largest_component: bool = True
     min_size_mm3: tuple[float, ...] = (20.0, 200.0)
     fill_holes: bool = True
-    closing_mm: tuple[float, ...] = ()
+    closing_mm: tuple[float, ...] = (1.0, 2.0)
     crf: tuple[CRFConfig, ...] = (
         CRFConfig(bilateral_sigma_mm=3.0),
         CRFConfig(bilateral_sigma_mm=5.0),
@@ -74,17 +83,28 @@ class DecisionCandidates:
     )
 
 
+class _OutOfTimeError(Exception):
+    """The decision's deadline passed during an evaluation."""
+
+
 def _mean_dice(
-    cases: Sequence[Case], labels: Sequence[int], config: PostprocessConfig
+    cases: Sequence[Case],
+    labels: Sequence[int],
+    config: PostprocessConfig,
+    deadline: float = math.inf,
 ) -> dict[int, float]:
     per_case = []
     for pred, ref, spacing, image, probs in cases:
+        if time.perf_counter() > deadline:
+            raise _OutOfTimeError
         out = apply_postprocessing(pred, spacing, config, image=image, probabilities=probs)
         per_case.append(dice_per_label(out, ref, labels))
     return {label: float(np.mean([d[label] for d in per_case])) for label in labels}
 
 
-def _label_candidates(cand: DecisionCandidates) -> list[tuple[str, list[dict[str, Any]]]]:
+def _label_candidates(
+    cand: DecisionCandidates, spacings: Sequence[Sequence[float]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
     """(step name, list of alternative field settings) in the order they are tried."""
     steps: list[tuple[str, list[dict[str, Any]]]] = []
     if cand.largest_component:
@@ -93,8 +113,13 @@ def _label_candidates(cand: DecisionCandidates) -> list[tuple[str, list[dict[str
         steps.append(("min_size_mm3", [{"min_size_mm3": float(t)} for t in cand.min_size_mm3]))
     if cand.fill_holes:
         steps.append(("fill_holes", [{"fill_holes": True}]))
-    if cand.closing_mm:
-        steps.append(("closing_mm", [{"closing_mm": float(r)} for r in cand.closing_mm]))
+    radii = [
+        float(r)
+        for r in cand.closing_mm
+        if any(ellipsoid_structure(float(r), s).size > 1 for s in spacings)
+    ]
+    if radii:
+        steps.append(("closing_mm", [{"closing_mm": r} for r in radii]))
     return steps
 
 
@@ -122,7 +147,12 @@ def _try(
     target = list(labels) if label is None else [label]
     best: tuple[float, PostprocessConfig, dict[int, float], dict[str, Any]] | None = None
     for params, config in alternatives:
-        after = _mean_dice(cases, labels, config)
+        try:
+            after = _mean_dice(cases, labels, config, ctx["deadline"])
+        except _OutOfTimeError:
+            where = "all labels" if label is None else f"label {label}"
+            ctx["stopped"] = f"deadline passed while trying {name} {params} for {where}"
+            break
         ok = _accept(before, after, target, ctx["min_gain"], ctx["tolerance"])
         report["candidates"].append(
             {
@@ -162,6 +192,29 @@ def _multi_instance(cases: Sequence[Case], label: int) -> bool:
     return False
 
 
+def _decide_morphology(
+    ctx: dict[str, Any], steps: list[tuple[str, list[dict[str, Any]]]], multi: dict[int, bool]
+) -> None:
+    """Try each label's morphology steps in turn, updating ``ctx["config"]``."""
+    for label in ctx["labels"]:
+        for name, options in steps:
+            if ctx["stopped"]:
+                return
+            current = ctx["config"].per_label.get(label, LabelPostprocessing())
+            if name == "min_size_mm3" and current.largest_component:
+                continue  # nothing left to remove
+            if name == "largest_component" and multi[label]:
+                continue  # several lesions per case: keeping one would be wrong on new cases
+            alternatives = []
+            for params in options:
+                step = dataclasses.replace(current, **params)
+                per_label = {**ctx["config"].per_label, label: step}
+                alternatives.append(
+                    (params, dataclasses.replace(ctx["config"], per_label=per_label))
+                )
+            ctx["config"] = _try(name, label, alternatives, ctx)
+
+
 def decide_postprocessing(
     cases: Sequence[Case],
     labels: Sequence[int],
@@ -169,6 +222,7 @@ def decide_postprocessing(
     *,
     min_gain: float = 0.0,
     tolerance: float = 1e-9,
+    deadline: float = math.inf,
 ) -> tuple[PostprocessConfig, dict[str, Any]]:
     """Pick the post-processing steps that help on validation cases.
 
@@ -185,12 +239,16 @@ def decide_postprocessing(
         Required improvement of the target label's mean Dice (strictly greater than this).
     tolerance
         How much any label's mean Dice may drop and still count as "not worse".
+    deadline
+        ``time.perf_counter()`` value after which no further case is evaluated (``inf``:
+        none); the steps kept until then are returned and ``report["stopped"]`` is set.
 
     Returns
     -------
     tuple[PostprocessConfig, dict]
         The chosen configuration and a JSON-ready report with Dice before/after of each
-        candidate (``candidates``), the baseline and the final Dice.
+        candidate (``candidates``), the baseline and the final Dice (both absent when the
+        deadline passed before the baseline was scored).
 
     Raises
     ------
@@ -205,8 +263,14 @@ def decide_postprocessing(
     cand = candidates or DecisionCandidates()
     labels = [int(x) for x in labels]
     config = PostprocessConfig()
-    baseline = _mean_dice(cases, labels, config)
     report: dict[str, Any] = {"dice_source": "medseg.metrics.dice_per_label", "candidates": []}
+    try:
+        baseline = _mean_dice(cases, labels, config, deadline)
+    except _OutOfTimeError:
+        report["stopped"] = "deadline passed while scoring the predictions as they are"
+        logger.warning("post-processing decision: %s; nothing decided", report["stopped"])
+        report["config"] = to_dict(config)
+        return config, report
     ctx: dict[str, Any] = dict(
         cases=cases,
         labels=labels,
@@ -215,28 +279,19 @@ def decide_postprocessing(
         config=config,
         min_gain=min_gain,
         tolerance=tolerance,
+        deadline=deadline,
+        stopped="",
     )
     multi = {label: _multi_instance(cases, label) for label in labels}
     report["multi_instance_labels"] = [label for label in labels if multi[label]]
-    for label in labels:
-        for name, options in _label_candidates(cand):
-            current = ctx["config"].per_label.get(label, LabelPostprocessing())
-            if name == "min_size_mm3" and current.largest_component:
-                continue  # nothing left to remove
-            if name == "largest_component" and multi[label]:
-                continue  # several lesions per case: keeping one would be wrong on new cases
-            alternatives = []
-            for params in options:
-                step = dataclasses.replace(current, **params)
-                per_label = {**ctx["config"].per_label, label: step}
-                alternatives.append(
-                    (params, dataclasses.replace(ctx["config"], per_label=per_label))
-                )
-            ctx["config"] = _try(name, label, alternatives, ctx)
+    _decide_morphology(ctx, _label_candidates(cand, [c[2] for c in cases]), multi)
     has_probs = all(c[3] is not None and c[4] is not None for c in cases)
-    if cand.crf and has_probs:
+    if cand.crf and has_probs and not ctx["stopped"]:
         alternatives = [(to_dict(c), dataclasses.replace(ctx["config"], crf=c)) for c in cand.crf]
         ctx["config"] = _try("crf", None, alternatives, ctx)
+    if ctx["stopped"]:
+        report["stopped"] = ctx["stopped"] + "; later candidates were not tried"
+        logger.warning("post-processing decision: %s", report["stopped"])
     report["baseline"] = {str(k): v for k, v in baseline.items()}
     report["final"] = {str(k): v for k, v in ctx["dice"].items()}
     report["config"] = to_dict(ctx["config"])

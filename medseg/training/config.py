@@ -34,6 +34,8 @@ class DataConfig:
     folds: int = 5
     split_seed: int = 12345
     cache_dir: str = ""
+    cache_max_gb: float = 20.0
+    allow_outside_root: bool = False
     validate_files: bool = True
 
     def validate(self) -> None:
@@ -50,9 +52,12 @@ class DataConfig:
 class TrainConfig:
     """Optimisation, validation, devices and budgets.
 
-    ``epochs`` of ``iterations_per_epoch`` steps; ``time_limit_minutes`` (0: none) stops
-    cleanly with a validated best checkpoint. The learning-rate schedule runs over whichever
-    budget ends first (epochs or time), so a time-limited run still anneals.
+    ``epochs`` of ``iterations_per_epoch`` steps; ``time_limit_minutes`` (0: none) bounds the
+    whole ``medseg train`` command: the folds share it equally, each stops between steps (in
+    the first epoch too) with a validated best checkpoint, and the post-processing decision
+    gets what they leave (it is skipped with a warning when nothing is left). A resumed run
+    gets a new budget. The learning-rate schedule runs over whichever budget ends first
+    (epochs or time), so a time-limited run still anneals.
     ``ema_alpha`` smooths the validation metric that picks the best checkpoint;
     ``weight_ema`` (0: off) is the per-step decay of an exponential moving average of the
     weights (``torch.optim.swa_utils.AveragedModel``, decay warmed up over the first

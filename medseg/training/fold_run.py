@@ -15,18 +15,11 @@ from medseg.training.checkpoint import save_checkpoint
 from medseg.training.loop import FoldTrainer
 
 
-def _out_of_time(tr: FoldTrainer, epoch_s: float, val_s: float) -> bool:
-    """True when another epoch (plus a final validation) would overrun the deadline."""
-    if not math.isfinite(tr.deadline_s):
-        return False
-    val_s = val_s or 0.2 * epoch_s  # not measured yet: a guess for the final validation
-    return tr.state.elapsed_s + 1.1 * epoch_s + val_s > tr.deadline_s
-
-
 def _validate_into(tr: FoldTrainer, row: dict[str, Any]) -> tuple[bool, float]:
     t0 = time.perf_counter()
     dice = tr.validate()
     val_s = time.perf_counter() - t0
+    tr.val_s = val_s
     new_best = tr.record_validation(dice)
     for k, v in dice.items():
         row[f"val_dice_{tr.plans.labels[k]}"] = v
@@ -37,26 +30,36 @@ def _validate_into(tr: FoldTrainer, row: dict[str, Any]) -> tuple[bool, float]:
 
 
 def run_epochs(tr: FoldTrainer, resume: bool) -> dict[str, Any]:
-    """Train ``tr`` until its epoch or time budget ends; write ``metrics.json``."""
+    """Train ``tr`` until its epoch or time budget ends; write ``metrics.json``.
+
+    With a time limit (``tr.stop_at``) training stops between steps (:meth:`FoldTrainer.
+    out_of_time`), even in the first epoch; the last epoch trained is always validated, so
+    ``checkpoint_best.pt`` exists. The learning-rate schedule runs over the fold's training
+    time so far plus the time left until ``stop_at``.
+    """
     if resume:
         tr.resume()
     s, tc = tr.state, tr.tc
-    timed = math.isfinite(tr.deadline_s)
+    timed = math.isfinite(tr.stop_at)
+    if timed:
+        tr.deadline_s = s.elapsed_s + max(tr.stop_at - time.perf_counter(), 1.0)
     tr.log.start(
         tr.deadline_s if timed else tc.epochs,
         s.elapsed_s if timed else s.epoch,
         "seconds" if timed else "epochs",
     )
-    val_s = 0.0
     try:
         while s.epoch < tc.epochs:
             row: dict[str, Any] = {"epoch": s.epoch}
             row.update(tr.train_epoch(s.epoch))
             s.epoch += 1
             row["step"] = s.step
-            stop = _out_of_time(tr, row["epoch_s"], val_s) or s.epoch >= tc.epochs
+            # a cut epoch, the last epoch, or no time for another step: stop (every rank
+            # agrees: the cut and out_of_time are rank 0's decisions)
+            stop = "iterations" in row or s.epoch >= tc.epochs or tr.out_of_time()
             stop = ddp.broadcast_flag(stop, tr.dist)
-            if s.epoch % tc.val_every == 0 or stop:  # every rank validates its share
+            validated = s.epoch % tc.val_every == 0 or stop
+            if validated:  # every rank validates its share
                 new_best, val_s = _validate_into(tr, row)
                 s.elapsed_s += val_s
                 if new_best and tr.dist.is_main:
@@ -67,7 +70,8 @@ def run_epochs(tr: FoldTrainer, resume: bool) -> dict[str, Any]:
                 save_checkpoint(tr.checkpoint_state(), tr.fold_dir / "checkpoint_last.pt")
                 tr.log.epoch(row, s.history, s.elapsed_s if timed else s.epoch)
             ddp.barrier(tr.dist)
-            if stop or ddp.broadcast_flag(_out_of_time(tr, row["epoch_s"], val_s), tr.dist):
+            # the validation just measured may show that no further step fits
+            if stop or (validated and tr.out_of_time()):
                 break
     finally:
         tr.log.close()

@@ -8,6 +8,15 @@ exponential moving average of the mean foreground Dice. The learning rate follow
 schedule over whichever budget ends first (epochs or the time limit). Randomness is
 re-seeded from ``(seed, epoch)`` at each epoch start, so a run resumed from
 ``checkpoint_last.pt`` repeats exactly what an uninterrupted run would have done.
+
+With a time limit the budget is checked after every step: an epoch is cut short when one more
+step, the final validation and the reserve for work after training (``reserve_factor`` times
+the validation time) would no longer fit before ``stop_at``. A cut epoch counts as done (its
+``log.csv`` row has ``iterations`` < ``iterations_per_epoch``) and is validated, so the
+``checkpoint_last.pt`` written after it holds epoch + 1 with its step count: a resumed run
+starts the next epoch at its first step, seeded from ``(seed, epoch)`` as always, so resuming
+after a time stop is as exact as after any other epoch; the cut epoch's remaining steps are
+not made up.
 """
 
 from __future__ import annotations
@@ -33,9 +42,15 @@ from medseg.training.checkpoint import rng_state, set_rng_state
 from medseg.training.config import RunConfig
 from medseg.training.data import train_loader
 from medseg.training.logs import RunLogger
-from medseg.training.schedule import learning_rate, memory_format, seed_epoch, warmup_ema
+from medseg.training.schedule import (
+    learning_rate,
+    memory_format,
+    pointwise_standard_strides,
+    seed_epoch,
+    warmup_ema,
+)
 from medseg.training.state import FoldState
-from medseg.training.validation import validate_cases
+from medseg.training.validation import validate_cases, window_count
 from medseg.transforms.augmentation import training_transforms
 
 logger = logging.getLogger(__name__)
@@ -56,8 +71,12 @@ class FoldTrainer:
         ``"cpu"`` or ``"cuda"``.
     dist
         DDP rank information.
-    deadline_s
-        Training-time budget of this fold in seconds (``inf``: none).
+    stop_at
+        ``time.perf_counter()`` value by which this fold must be done, its final validation
+        and its ``reserve_factor`` share included (``inf``: no time limit).
+    reserve_factor
+        Seconds to leave after the fold per second of its validation, for work that follows
+        training inside the same time limit (the post-processing decision).
     """
 
     def __init__(
@@ -70,12 +89,17 @@ class FoldTrainer:
         *,
         device: str,
         dist: ddp.DistInfo,
-        deadline_s: float = math.inf,
+        stop_at: float = math.inf,
+        reserve_factor: float = 0.0,
         progress: bool = False,
     ) -> None:
         self.fold_dir, self.plans, self.cfg, self.device = fold_dir, plans, cfg, device
         self.tc = cfg.train
-        self.dist, self.deadline_s = dist, deadline_s
+        self.dist, self.stop_at, self.reserve_factor = dist, stop_at, reserve_factor
+        # the time horizon of the learning-rate schedule (seconds of training, set when timed)
+        self.deadline_s = math.inf
+        self.step_s = 0.0  # duration of the last step (data wait included)
+        self.val_s = 0.0  # duration of the last validation (0: none yet)
         self.val_cases = val_cases
         self.state = FoldState()
         seed_epoch(self.tc.seed, -1, None)  # weight initialisation follows the seed
@@ -93,6 +117,7 @@ class FoldTrainer:
                 use_buffers=True,
             )
         if dist.enabled:
+            pointwise_standard_strides(self.net)
             ids = [dist.local_rank] if device == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.base_lr = self.tc.learning_rate or (1e-2 if self.tc.optimizer == "sgd" else 2e-3)
@@ -201,7 +226,11 @@ class FoldTrainer:
 
     # ------------------------------------------------------------------ training
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """Run one epoch of steps; return loss, learning rate and timing figures."""
+        """Run one epoch of steps; return loss, learning rate and timing figures.
+
+        The epoch is cut short when :meth:`out_of_time` says so after a step (never before
+        the first); the row then has ``iterations``, the number of steps taken.
+        """
         self.model.train()
         seed_epoch(self.tc.seed, epoch, self.transform)
         self.sampler.set_epoch(epoch)
@@ -209,6 +238,7 @@ class FoldTrainer:
         t_ready = t_start
         n_it = self.tc.iterations_per_epoch
         lr = self.base_lr
+        done = 0
         for i, batch in enumerate(self.loader):
             t_got = time.perf_counter()
             wait += t_got - t_ready
@@ -224,17 +254,55 @@ class FoldTrainer:
                 group["lr"] = lr
             losses.append(self.step(batch))
             self.state.step += 1
-            t_ready = time.perf_counter()
+            done += 1
+            now = time.perf_counter()
+            self.step_s, t_ready = now - t_ready, now
+            if done < n_it and self.out_of_time():
+                break
         seconds = time.perf_counter() - t_start
         self.state.elapsed_s += seconds
         loss = ddp.mean_across(float(np.mean(losses)), self.dist)
-        return {
+        row = {
             "train_loss": loss,
             "lr": lr,
             "epoch_s": seconds,
-            "it_per_s": n_it / max(seconds, 1e-9),
+            "it_per_s": done / max(seconds, 1e-9),
             "data_wait_share": wait / max(seconds, 1e-9),
         }
+        if done < n_it:
+            row["iterations"] = done
+        if done < n_it and self.dist.is_main:
+            logger.info(
+                "%s: time limit, epoch %d stopped after %d of %d steps",
+                self.fold_dir.name,
+                epoch,
+                done,
+                n_it,
+            )
+        return row
+
+    def out_of_time(self) -> bool:
+        """Whether the time budget ends here (rank 0 decides for every rank).
+
+        True when one more step (as long as the last one), the final validation (as long as
+        the last one; estimated before the first) and ``reserve_factor`` times the
+        validation time would end after ``stop_at``. Always False without a time limit.
+        """
+        if not math.isfinite(self.stop_at):
+            return False
+        val_s = self.val_s or self.estimated_val_s()
+        need = self.step_s + val_s * (1.0 + self.reserve_factor)
+        return ddp.broadcast_flag(time.perf_counter() + need > self.stop_at, self.dist)
+
+    def estimated_val_s(self) -> float:
+        """Seconds of a validation before one is measured: this rank's sliding windows, each
+        costing half a training step per patch (a forward pass is about a third)."""
+        mine = self.val_cases[self.dist.rank :: self.dist.world_size]
+        windows = sum(
+            window_count(c["image"].shape[1:], self.plans.patch_size, self.tc.val_overlap)
+            for c in mine
+        )
+        return 0.5 * windows * self.step_s / max(self.plans.batch_size, 1)
 
     def _progress_at(self, epoch_fraction: float, elapsed: float) -> float:
         by_time = elapsed / self.deadline_s if math.isfinite(self.deadline_s) else 0.0

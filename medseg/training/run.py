@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
 from medseg.planning.fingerprint import compute_fingerprint, save_fingerprint
 from medseg.planning.planner import plan
-from medseg.planning.plans import load_plans, save_plans
+from medseg.planning.plans import Plans, load_plans, save_plans
 from medseg.preprocessing.cache import DEFAULT_CACHE, PreprocessedCache
 from medseg.runtime import distributed as ddp
 from medseg.runtime.device import resolve_device
@@ -45,10 +46,14 @@ from medseg.training.data import default_workers, load_cached
 from medseg.training.fold_run import run_epochs
 from medseg.training.loop import FoldTrainer
 from medseg.transforms.augmentation import PadForSamplingd
+from medseg.transforms.config import AugmentConfig
 
 logger = logging.getLogger(__name__)
 
-AfterFold = Callable[[Path, int, Manifest], None]
+AfterTraining = Callable[[Path, list[int], Manifest, float], None]
+"""``(run_dir, folds trained, manifest, deadline)``: work after the last fold (the workflow
+layer's post-processing decision); ``deadline`` is the ``time.perf_counter()`` value by which
+the command's time limit ends (``inf``: none)."""
 
 _RUN_FILES = (
     "config.yaml",
@@ -92,9 +97,28 @@ def check_out_dir(out: Path, *, resume: bool, force: bool) -> None:
                 shutil.rmtree(fold)
 
 
+def with_trained_mirror_axes(plans: Plans, augment: AugmentConfig) -> Plans:
+    """``plans`` with ``mirror_axes`` set to the axes training really mirrors.
+
+    ``augment.mirror_axes`` when given (else the planned axes), ``()`` when
+    ``augment.mirror_prob`` is 0. Inference mirrors (``--tta``) along ``plans.mirror_axes``,
+    so the run's ``plans.json`` must hold what the model was trained to be invariant to.
+    """
+    axes = plans.mirror_axes if augment.mirror_axes is None else tuple(augment.mirror_axes)
+    if augment.mirror_prob == 0:
+        axes = ()
+    return replace(plans, mirror_axes=tuple(axes))
+
+
 def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main: bool) -> Manifest:
-    """Load the manifest; on rank 0 of a new run write fingerprint, plans, splits, config."""
-    manifest = load_manifest(cfg.data.manifest, cfg.data.data_root)
+    """Load the manifest; on rank 0 of a new run write fingerprint, plans, splits, config.
+
+    ``plans.json`` records the mirror axes that augmentation uses
+    (:func:`with_trained_mirror_axes`), which test-time mirroring then follows.
+    """
+    manifest = load_manifest(
+        cfg.data.manifest, cfg.data.data_root, allow_outside_root=cfg.data.allow_outside_root
+    )
     if not manifest.training:
         raise MedsegError("expected labelled training cases, found none", manifest.path)
     if is_main and not resume:
@@ -105,7 +129,12 @@ def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main
             manifest.training, manifest.labels, manifest.modality.get(0, "MR"), seed=cfg.train.seed
         )
         save_fingerprint(fp, out / "fingerprint.json")
-        plans = plan(fp, device, cfg.plans)
+        planned = plan(fp, device, cfg.plans)
+        plans = with_trained_mirror_axes(planned, cfg.augment)
+        if plans.mirror_axes != planned.mirror_axes:
+            logger.info(
+                "mirror axes: planned %s, trained %s", planned.mirror_axes, plans.mirror_axes
+            )
         save_plans(plans, out / "plans.json")
         ids = [c.case_id for c in manifest.training]
         write_splits(out / "splits.json", kfold_splits(ids, cfg.data.folds, cfg.data.split_seed))
@@ -136,13 +165,21 @@ def train(
     resume: bool = False,
     force: bool = False,
     progress: bool = False,
-    after_fold: AfterFold | None = None,
+    after_training: AfterTraining | None = None,
+    reserve_factor: float = 0.0,
 ) -> dict[str, Any]:
-    """Train the configured fold(s) into ``out``; return ``{fold: metrics}``.
+    """Train the configured fold(s) into ``out``; return ``{fold: metrics}`` (``{}`` on DDP
+    ranks other than 0, so that only rank 0 reports).
 
-    ``after_fold(run_dir, fold, manifest)`` runs on rank 0 once each fold is trained (the
-    workflow layer passes the post-processing decision here: training never imports
-    inference).
+    ``after_training(run_dir, folds, manifest, deadline)`` runs on rank 0 once, after the
+    last fold (the workflow layer passes the post-processing decision here: training never
+    imports inference).
+
+    ``train.time_limit_minutes`` bounds the whole call, ``after_training`` included: the
+    folds share the time left equally, each stops between steps so that its final
+    validation fits, and each leaves ``reserve_factor`` times its validation time for
+    ``after_training``, which gets what remains (``deadline``). A resumed run gets a new
+    budget. Each fold takes at least one step and one validation, however short the limit.
 
     Raises
     ------
@@ -160,7 +197,10 @@ def train(
     if device == "cuda" and info.enabled:
         device = f"cuda:{info.local_rank}"
     try:
-        return _train_folds(cfg, out, device, info, resume, progress, t_start, after_fold)
+        results = _train_folds(
+            cfg, out, device, info, resume, progress, t_start, after_training, reserve_factor
+        )
+        return results if info.is_main else {}
     finally:
         ddp.cleanup(info)
 
@@ -173,14 +213,25 @@ def _train_folds(
     resume: bool,
     progress: bool,
     t_start: float,
-    after_fold: AfterFold | None,
+    after_training: AfterTraining | None,
+    reserve_factor: float,
 ) -> dict[str, Any]:
     manifest = prepare_run(
         cfg, out, device=device.split(":")[0], resume=resume, is_main=info.is_main
     )
     ddp.barrier(info)
     plans, splits = load_plans(out / "plans.json"), read_splits(out / "splits.json")
-    cache = PreprocessedCache(cfg.data.cache_dir or DEFAULT_CACHE, plans)
+    trained = with_trained_mirror_axes(plans, cfg.augment).mirror_axes
+    if resume and info.is_main and trained != plans.mirror_axes:
+        logger.warning(
+            "augment mirrors axes %s, but %s records %s (test-time mirroring follows it)",
+            trained,
+            out / "plans.json",
+            plans.mirror_axes,
+        )
+    cache = PreprocessedCache(
+        cfg.data.cache_dir or DEFAULT_CACHE, plans, max_gb=cfg.data.cache_max_gb
+    )
     by_id = {c.case_id: c for c in manifest.training}
     if info.is_main:
         cache.ensure(manifest.training)
@@ -188,22 +239,13 @@ def _train_folds(
     if cfg.train.num_workers < 0:
         cfg = _with_workers(cfg, default_workers(device.split(":")[0]))
     results: dict[str, Any] = {}
-    for k in _fold_list(cfg, splits):
-        missing = [c for c in splits[k]["train"] + splits[k]["val"] if c not in by_id]
-        if missing:
-            raise MedsegError(
-                f"splits.json fold {k} names cases not in the manifest: {missing[:5]}"
-            )
-        train_cases = load_cached(
-            cache.ensure([by_id[c] for c in splits[k]["train"]]),
-            plans.num_classes,
-            pad=PadForSamplingd.from_plans(plans, cfg.augment),
-        )
-        val_cases = load_cached(
-            cache.ensure([by_id[c] for c in splits[k]["val"]]), plans.num_classes, indices=False
-        )
-        limit = cfg.train.time_limit_minutes * 60.0
-        deadline = limit - (time.perf_counter() - t_start) if limit > 0 else math.inf
+    limit = cfg.train.time_limit_minutes * 60.0
+    end = t_start + limit if limit > 0 else math.inf
+    reserved = 0.0  # seconds the trained folds left for after_training
+    folds = _fold_list(cfg, splits)
+    for i, k in enumerate(folds):
+        train_cases, val_cases = _fold_cases(cfg, plans, splits[k], k, cache, by_id)
+        stop_at = _fold_stop_at(end, reserved, len(folds) - i)
         fdir = out / f"fold_{k}"
         trainer = FoldTrainer(
             fdir,
@@ -213,17 +255,48 @@ def _train_folds(
             val_cases,
             device=device,
             dist=info,
-            deadline_s=max(deadline, 1.0),
+            stop_at=stop_at,
+            reserve_factor=reserve_factor,
             progress=progress,
         )
         results[f"fold_{k}"] = run_epochs(trainer, resume)
-        t_start = time.perf_counter()
-        if info.is_main and after_fold is not None:
-            after_fold(out, k, manifest)
+        reserved += reserve_factor * trainer.val_s
+    if info.is_main and after_training is not None:
+        after_training(out, folds, manifest, end)
     return results
 
 
-def _with_workers(cfg: RunConfig, n: int) -> RunConfig:
-    from dataclasses import replace
+def _fold_cases(
+    cfg: RunConfig,
+    plans: Plans,
+    split: dict[str, list[str]],
+    k: int,
+    cache: PreprocessedCache,
+    by_id: dict[str, Any],
+) -> tuple[list[dict], list[dict]]:
+    """Fold ``k``'s cached training cases (padded for sampling) and validation cases."""
+    missing = [c for c in split["train"] + split["val"] if c not in by_id]
+    if missing:
+        raise MedsegError(f"splits.json fold {k} names cases not in the manifest: {missing[:5]}")
+    train_cases = load_cached(
+        cache.ensure([by_id[c] for c in split["train"]]),
+        plans.num_classes,
+        pad=PadForSamplingd.from_plans(plans, cfg.augment),
+    )
+    val_cases = load_cached(
+        cache.ensure([by_id[c] for c in split["val"]]), plans.num_classes, indices=False
+    )
+    return train_cases, val_cases
 
+
+def _fold_stop_at(end: float, reserved: float, folds_left: int) -> float:
+    """When the next fold must be done: an equal share of the time left before ``end`` once
+    what earlier folds reserved for after training is kept (``inf`` without a time limit)."""
+    if not math.isfinite(end):
+        return math.inf
+    now = time.perf_counter()
+    return now + max(end - now - reserved, 0.0) / folds_left
+
+
+def _with_workers(cfg: RunConfig, n: int) -> RunConfig:
     return replace(cfg, train=replace(cfg.train, num_workers=n))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def learning_rate(base: float, progress: float, schedule: str, warmup: float) -> float:
@@ -36,6 +37,27 @@ def memory_format(setting: str, network: str, device: str) -> torch.memory_forma
     """The memory layout to train in: ``channels_last_3d`` or ``contiguous_format``."""
     on = setting == "on" or (setting == "auto" and device == "cpu" and network in CHANNELS_LAST_CPU)
     return torch.channels_last_3d if on else torch.contiguous_format
+
+
+def pointwise_standard_strides(net: nn.Module) -> None:
+    """Give parameters with only size-1 spatial dimensions (1x1x1 convolution weights) the
+    standard strides, in place, before DDP wraps ``net``.
+
+    In ``channels_last_3d`` such a weight ``(O, I, 1, 1, 1)`` has strides
+    ``(I, 1, I, I, I)``: the same memory order as ``(I, 1, 1, 1, 1)``, but autograd returns
+    its gradient with the standard strides, so DDP, whose bucket views copy each parameter's
+    strides, warned "Grad strides do not match bucket view strides" on every rank (and
+    copied that gradient each step). Restriding only these weights keeps every other layer
+    channels-last (the CPU speed-up of ``memory_format``) and silences the warning; the
+    values are unchanged. Measured with 2 gloo ranks on 2 shared cores (UNet 8..96 with its
+    full-resolution level, batch 2 of 32x48x32, median step over 15): restrided 0.35-0.38 s,
+    as fast as channels-last with the warning (0.33-0.42 s) and faster than channels-last
+    off (0.45-0.51 s), so DDP keeps the layout.
+    """
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() == 5 and all(n == 1 for n in p.shape[2:]):
+                p.data = p.data.clone(memory_format=torch.contiguous_format)
 
 
 def warmup_ema(decay: float) -> Any:

@@ -7,6 +7,7 @@ cases and the validation takes ``1 / world_size`` of the time it takes on one pr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,17 @@ from torch import nn
 
 from medseg.metrics.overlap import dice_per_label
 from medseg.runtime import distributed as ddp
+
+
+def window_count(shape: Sequence[int], patch_size: Sequence[int], overlap: float) -> int:
+    """Sliding windows that :func:`validate_cases` runs on a ``shape`` (X, Y, Z) volume, as
+    MONAI's ``sliding_window_inference`` places them (a volume smaller than the window, which
+    is padded, takes one)."""
+    count = 1
+    for size, patch in zip(shape, patch_size, strict=True):
+        interval = max(int(patch * (1.0 - overlap)), 1)
+        count *= 1 if size <= patch else math.ceil((size - patch) / interval) + 1
+    return count
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medseg.errors import MedsegError
+from medseg.io.outputs import check_output_dir
 from medseg.metrics.evaluate import (
     CasePair,
     Evaluation,
@@ -91,6 +94,16 @@ class EvaluateConfig:
             raise MedsegError(
                 f"evaluate.lesion_match: expected 'any' or 'iou', found {self.lesion_match!r}"
             )
+        if not self.tolerance_mm > 0:
+            raise MedsegError(
+                f"evaluate.tolerance_mm: expected a tolerance > 0 mm, found {self.tolerance_mm}"
+            )
+        if not 0 < self.lesion_iou <= 1:
+            raise MedsegError(
+                f"evaluate.lesion_iou: expected 0 < IoU <= 1, found {self.lesion_iou}"
+            )
+        if self.qc_cases < 0:
+            raise MedsegError(f"evaluate.qc_cases: expected >= 0, found {self.qc_cases}")
 
 
 @dataclass
@@ -117,6 +130,20 @@ class EvaluateResult:
         """``{label: name}`` from the manifest (empty when pairing folders)."""
         return self.evaluation.label_names
 
+    @property
+    def problems(self) -> list[str]:
+        """One line per case that was not scored (failed, or a prediction without reference).
+
+        Non-empty means ``medseg evaluate`` exits 1 (after writing the report of the others).
+        """
+        lines = [f"{f['case']}: {f['error']}" for f in self.evaluation.failed]
+        lines += [
+            f"{cid}: prediction without a reference (expected a reference label map named "
+            f"{cid}.*; not scored)"
+            for cid in self.evaluation.unmatched
+        ]
+        return lines
+
 
 def check_output_folder(out: Path, force: bool) -> None:
     """Raise :class:`MedsegError` if ``out`` holds report files and ``force`` is false."""
@@ -137,7 +164,24 @@ def _pairs(
     if ref is None:
         raise MedsegError("expected a reference folder, or a manifest with its data_root")
     pairs, unmatched = pair_folders(pred, ref)
-    return pairs, unmatched, {}
+    return [_with_model_labels(p) for p in pairs], unmatched, {}
+
+
+def _with_model_labels(pair: CasePair) -> CasePair:
+    """``pair`` with the model's labels from the ``<case>.json`` sidecar ``medseg predict``
+    wrote beside the prediction (unchanged when there is no such sidecar)."""
+    if pair.pred is None or pair.known_labels is not None:
+        return pair
+    sidecar = pair.pred.with_name(f"{pair.case_id}.json")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+        labels = tuple(sorted(int(k) for k in data["labels"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return pair  # no sidecar, or not one of medseg predict's
+    if not isinstance(data, dict) or "mask" not in data:
+        return pair
+    source = f"the model's labels in {sidecar.name}"
+    return dataclasses.replace(pair, known_labels=labels, known_from=source)
 
 
 def _counting(progress: ProgressCallback | None, total: int) -> Callable[[str], None] | None:
@@ -152,6 +196,17 @@ def _counting(progress: ProgressCallback | None, total: int) -> Callable[[str], 
         progress(case_id, done, total)
 
     return step
+
+
+def _check_scored(ev: Evaluation) -> None:
+    """Raise when no case could be scored; warn about predictions without a reference."""
+    if ev.failed and not ev.cases:
+        raise MedsegError(
+            f"expected at least one case that can be scored, found {len(ev.failed)} failed; "
+            f"first: {ev.failed[0]['error']}"
+        )
+    if ev.unmatched:
+        logger.warning("predictions without a reference (not scored): %s", ", ".join(ev.unmatched))
 
 
 def evaluate_folder(
@@ -194,12 +249,16 @@ def evaluate_folder(
     Raises
     ------
     MedsegError
-        For missing folders, no cases, unreadable or non-overlapping label maps, or report
-        files already in ``out`` without ``force``.
+        For missing folders, no cases, a prediction folder without label files, an ``out``
+        that is a file, not writable or inside ``pred``/``ref``, report files already in
+        ``out`` without ``force``, or when no case can be scored. A single case that cannot
+        be scored (unreadable or non-overlapping maps, unknown label values) is not an
+        error: it is listed in ``result.evaluation.failed`` and :attr:`EvaluateResult.problems`.
     """
     cfg = config or EvaluateConfig()
     out_dir = None if out is None else Path(out)
     if out_dir is not None:
+        check_output_dir(out_dir, flag="out", inputs=[("pred", pred), ("ref", ref)])
         check_output_folder(out_dir, force)
     ref_dir = None if ref is None else Path(ref)
     man = None if manifest is None else Path(manifest)
@@ -209,6 +268,7 @@ def evaluate_folder(
     ev = evaluate_cases(
         pairs,
         labels=labels,
+        requested=cfg.labels,
         progress=_counting(progress, len(pairs)),
         tolerance_mm=cfg.tolerance_mm,
         lesion_labels=list(cfg.lesion_labels),
@@ -217,8 +277,7 @@ def evaluate_folder(
         lesion_iou_threshold=cfg.lesion_iou,
     )
     ev.unmatched, ev.label_names = unmatched, names
-    if unmatched:
-        logger.warning("predictions without a reference (ignored): %s", ", ".join(unmatched))
+    _check_scored(ev)
     summary = summarize(
         ev.rows,
         ev.labels,
@@ -228,6 +287,7 @@ def evaluate_folder(
         missing_predictions=ev.missing,
         unmatched_predictions=unmatched,
         resampled_predictions=ev.resampled,
+        failed_cases=ev.failed,
     )
     result = EvaluateResult(ev, summary)
     if out_dir is not None:

@@ -176,8 +176,9 @@ def test_export_refuses_to_overwrite(run_dir: Path, bundle: Path) -> None:
 
 
 def test_export_errors_name_the_run(tmp_path: Path, run_dir: Path) -> None:
+    (tmp_path / "empty_run").mkdir()
     with pytest.raises(MedsegError, match="trained fold"):
-        export_bundle(tmp_path, tmp_path / "out")
+        export_bundle(tmp_path / "empty_run", tmp_path / "out")
     with pytest.raises(MedsegError, match=r"\[0\]"):
         export_bundle(run_dir, tmp_path / "out2", fold=3)
     assert not (tmp_path / "out2").exists()

@@ -67,3 +67,32 @@ def test_synth_ct_writes_and_refuses_overwrite(
     assert (out / "imagesTr" / "phantom_000.nii.gz").stat().st_mtime_ns == before
     assert main(["synth-ct", str(out), "--cases", "1", "--force"]) == 0
     assert main(["validate-manifest", str(out / "dataset.json"), "--data-root", str(out)]) == 0
+
+
+def test_problem_lines_keep_the_case_id(cohort: Path, capsys: pytest.CaptureFixture) -> None:
+    # rich used to read "[phantom_001]" as markup and drop it from the printed problem
+    doc = json.loads((cohort / "dataset.json").read_text())
+    doc["training"][1]["label"] = "./labelsTr/gone.nii.gz"
+    manifest = cohort / "broken.json"
+    manifest.write_text(json.dumps(doc))
+    assert main(["validate-manifest", str(manifest), "--data-root", str(cohort)]) == 1
+    out = capsys.readouterr().out.replace("\n", "")
+    assert "[phantom_001] file not found" in out
+
+
+def test_outside_root_needs_the_flag(cohort: Path, capsys: pytest.CaptureFixture) -> None:
+    doc = json.loads((cohort / "dataset.json").read_text())
+    outside = cohort.parent / "other"
+    outside.mkdir()
+    for key in ("image", "label"):
+        src = cohort / doc["training"][0][key]
+        (outside / f"{key}.nii.gz").write_bytes(src.read_bytes())
+        doc["training"][0][key] = f"../other/{key}.nii.gz"
+    manifest = cohort / "outside.json"
+    manifest.write_text(json.dumps(doc))
+    args = ["validate-manifest", str(manifest), "--data-root", str(cohort)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "[image] training[0].image: ../other/image.nii.gz" in err
+    assert "[image] training[0].label: ../other/label.nii.gz" in err
+    assert main([*args, "--allow-outside-root"]) == 0

@@ -201,3 +201,65 @@ def test_real_hippocampus_manifest_validates(shared_data: Path) -> None:
     assert report.ok, report.problems[:5]
     assert report.label_values_found == {0: 208, 1: 208, 2: 208}
     assert elapsed < 20.0, f"validating 208 cases took {elapsed:.1f} s"
+
+
+def _outside_root_cohort(cohort: Path) -> tuple[Path, Path]:
+    """A manifest whose paths escape the data root three ways; returns (manifest, outside)."""
+    outside = cohort.parent / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.nii.gz").write_bytes(
+        (cohort / "imagesTr" / "phantom_000.nii.gz").read_bytes()
+    )
+    (cohort / "imagesTr" / "link.nii.gz").symlink_to(outside / "secret.nii.gz")
+    doc = _doc(cohort)
+    t = doc["training"]
+    t[0]["image"] = "../elsewhere/secret.nii.gz"
+    t[1]["label"] = str(outside / "secret.nii.gz")
+    t[2]["image"] = "./imagesTr/link.nii.gz"
+    doc["test"] = ["./imagesTr/../../elsewhere/secret.nii.gz"]
+    return _write(cohort, doc), outside
+
+
+def test_paths_outside_the_data_root_are_refused_all_at_once(cohort: Path) -> None:
+    # they used to be accepted (and read) by validate-manifest and training
+    path, outside = _outside_root_cohort(cohort)
+    with pytest.raises(MedsegError) as err:
+        load_manifest(path, cohort)
+    assert err.value.path == str(path)
+    message = err.value.message
+    assert "4 path(s) outside the data root" in message and "--allow-outside-root" in message
+    assert "[secret] training[0].image: ../elsewhere/secret.nii.gz" in message
+    assert f"[phantom_001] training[1].label: {outside / 'secret.nii.gz'}" in message
+    assert "[link] training[2].image: ./imagesTr/link.nii.gz (a symlink to" in message
+    assert "[secret] test[0].image: ./imagesTr/../../elsewhere/secret.nii.gz" in message
+    manifest = load_manifest(path, cohort, allow_outside_root=True)
+    assert manifest.training[0].image == cohort / "../elsewhere/secret.nii.gz"
+
+
+def test_inside_paths_are_accepted_however_spelt(cohort: Path) -> None:
+    doc = _doc(cohort)
+    doc["training"][0]["image"] = "./imagesTr/../imagesTr/phantom_000.nii.gz"
+    doc["training"][1]["label"] = str(cohort / "labelsTr" / "phantom_001.nii.gz")
+    link = cohort.parent / "link_to_cohort"
+    link.symlink_to(cohort)  # a data root reached through a symlink
+    manifest = load_manifest(_write(cohort, doc), link)
+    assert validate_manifest(manifest).ok
+
+
+def test_byte_order_mark_is_accepted_and_trailing_comma_explained(cohort: Path) -> None:
+    text = (cohort / "dataset.json").read_text(encoding="utf-8")
+    bom = cohort / "bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert len(load_manifest(bom, cohort).training) == 4
+    comma = cohort / "comma.json"
+    comma.write_text(text.replace('"test": []', '"test": [],'))
+    with pytest.raises(MedsegError, match=r"not valid JSON.*a trailing comma before it"):
+        load_manifest(comma, cohort)
+
+
+def test_zero_training_cases_is_a_problem(cohort: Path) -> None:
+    doc = _doc(cohort)
+    doc["test"] = [doc["training"][0]["image"]]
+    doc["training"] = []
+    report = validate_manifest(load_manifest(_write(cohort, doc), cohort))
+    assert [p.message for p in report.problems] == ["expected labelled training cases, found none"]

@@ -213,6 +213,88 @@ def test_torchrun_splits_cases_across_ranks(run_dir: Path, cases_dir: Path, tmp_
     assert proc.returncode != 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"done": 3, "skipped": 0, "failed": 1}
+    printed = proc.stdout + proc.stderr
+    assert printed.count("case(s) failed: broken") == 1, printed  # rank 0 only
+    assert printed.count("3 done, 0 skipped, 1 failed") == 1, printed
     assert sorted(r["name"] for r in summary["cases"]) == ["broken", "case0", "case1", "ct_series"]
     resolved = (out / "predict_config.yaml").read_text()  # written once, by rank 0
     assert "device: cpu" in resolved and "cuda" not in resolved
+
+
+def test_only_rank_0_prints_the_summary(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Under torchrun every rank holds every result; rank 1 exits with the same code, silently."""
+    from medseg.cli import predict_cmd
+    from medseg.inference.batch import BatchSummary, CaseResult
+    from medseg.runtime.distributed import DistInfo
+
+    out = tmp_path / "out"
+    results = [
+        CaseResult("a", "in/a.nii.gz", "done", 0.1, "a.nii.gz", volumes_ml={"organ": 1.0}),
+        CaseResult("b", "in/b.nii.gz", "failed", 0.1, error="in/b.nii.gz: expected 3D"),
+    ]
+    summary = BatchSummary(results, out, 0.2)
+    monkeypatch.setattr(predict_cmd, "_run", lambda *a, **k: summary)
+    monkeypatch.setattr(predict_cmd.ddp, "cleanup", lambda info: None)
+    img, _ = phantom(seed=0)
+    write_nifti(img.array, img.affine, tmp_path / "in" / "a.nii.gz")
+    args = ["predict", "--model", str(run_dir), "--input", str(tmp_path / "in")]
+    args += ["--output", str(out), "--device", "cpu"]
+    for rank, shown in ((1, False), (0, True)):
+        info = DistInfo(rank=rank, world_size=2)
+        monkeypatch.setattr(predict_cmd.ddp, "init", lambda *a, info=info, **k: info)
+        assert main(args) == 1
+        printed = capsys.readouterr()
+        text = printed.out + printed.err
+        assert ("1 case(s) failed: b" in text) is shown, text
+        assert ("1 done, 0 skipped, 1 failed" in text) is shown, text
+        if not shown:
+            assert text == ""
+
+
+def test_volumes_in_mm3_in_sidecar_and_summaries(run_dir: Path, tmp_path: Path) -> None:
+    import csv
+
+    from medseg.io import load_volume
+
+    img, _ = phantom(seed=1, spacing=(0.9, 1.1, 1.7))
+    write_nifti(img.array, img.affine, tmp_path / "in" / "scan.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", "--model", str(run_dir), "--input", str(tmp_path / "in")]
+    assert main([*args, "--output", str(out), "--device", "cpu"]) == 0
+    mask = load_volume(out / "scan.nii.gz", allow_empty=True)
+    voxel = abs(float(np.linalg.det(mask.affine[:3, :3])))
+    side = json.loads((out / "scan.json").read_text())
+    for value, name in ((1, "organ"), (2, "core")):
+        count = int(np.count_nonzero(mask.array == value))
+        assert count > 0
+        assert side["volumes_mm3"][name] == count * voxel  # exactly
+        assert side["volumes_ml"][name] == round(count * voxel / 1000, 4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"][0]["volumes_mm3"] == side["volumes_mm3"]
+    row = next(csv.DictReader((out / "summary.csv").open()))
+    assert float(row["organ_mm3"]) == side["volumes_mm3"]["organ"]
+    assert float(row["organ_ml"]) == side["volumes_ml"]["organ"]
+    assert main([*args, "--output", str(out), "--device", "cpu"]) == 0  # skipped: read back
+    again = json.loads((out / "summary.json").read_text())
+    assert again["cases"][0]["status"] == "skipped"
+    assert again["cases"][0]["volumes_mm3"] == side["volumes_mm3"]
+
+
+def test_a_summary_that_cannot_be_written_is_a_clean_error(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from medseg.inference import batch
+
+    def refuse(*a: object, **k: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(batch, "write_summary", refuse)
+    img, _ = phantom(seed=0)
+    write_nifti(img.array, img.affine, tmp_path / "in" / "a.nii.gz")
+    out = tmp_path / "out"
+    args = ["predict", "--model", str(run_dir), "--input", str(tmp_path / "in")]
+    assert main([*args, "--output", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"{out}: cannot write summary.json" in err

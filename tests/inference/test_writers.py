@@ -82,3 +82,21 @@ def test_failed_summary_csv_write_keeps_old_csv(
     assert (tmp_path / "summary.csv").read_bytes() == old_csv
     assert json.loads((tmp_path / "summary.json").read_text())["counts"]["failed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.json"]
+
+
+def test_volumes_in_mm3_are_voxel_count_times_voxel_volume_exactly() -> None:
+    from medseg.inference.writers import mask_volumes_ml, mask_volumes_mm3
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=(7, 6, 5)).astype(np.uint8)
+    affine = np.array(
+        [[0.0, -0.7, 0.1, 5.0], [0.83, 0.0, 0.0, -2.0], [0.0, 0.05, 2.5, 9.0], [0, 0, 0, 1]]
+    )
+    mask = Volume(labels, affine)
+    names = {0: "background", 1: "organ", 2: "core", 3: "absent"}
+    mm3, ml = mask_volumes_mm3(mask, names), mask_volumes_ml(mask, names)
+    voxel = abs(float(np.linalg.det(affine[:3, :3])))
+    for value, name in ((1, "organ"), (2, "core"), (3, "absent")):
+        assert mm3[name] == int(np.count_nonzero(labels == value)) * voxel  # exact, unrounded
+        assert ml[name] == round(mm3[name] / 1000, 4)
+    assert set(mm3) == set(ml) == {"organ", "core", "absent"}

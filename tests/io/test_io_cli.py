@@ -102,3 +102,24 @@ def test_info_study_lists_series_and_selects_by_number(shared_data, capsys):
     assert main(["info", str(root), "--series", str(t2["number"]), "--json"]) == 0
     vol = json.loads(capsys.readouterr().out)["volume"]
     assert vol["description"] == "T2_reg" and vol["shape"] == [280, 320, 22]
+
+
+def test_paths_with_spaces_and_unicode_work(tmp_path, rng, capsys):
+    vol = random_volume(np.diag([0.8, 0.8, 2.0, 1.0]), (4, 5, 3), rng, 0, 100)
+    series = tmp_path / "Patient Ünïcødé 患者" / "CT Abdomen (1)"
+    write_dicom_series(vol, series)
+    out = tmp_path / "out folder" / "résultat 1.nii.gz"
+    assert main(["convert", str(series), str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    np.testing.assert_array_equal(load_volume(out).array, vol.array)
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["volume"]["shape"] == [4, 5, 3]
+
+
+def test_info_on_a_study_folder_with_one_series_below_describes_it(tmp_path, rng, capsys):
+    vol = random_volume(np.diag([1.0, 1.0, 2.0, 1.0]), (4, 4, 3), rng, 0, 10)
+    write_dicom_series(vol, tmp_path / "export" / "DICOM" / "S0001", series_description="T1w")
+    (tmp_path / "export" / "autorun.inf").write_text("[autorun]")
+    assert main(["info", str(tmp_path / "export")]) == 0
+    out = capsys.readouterr().out
+    assert "S0001" in out and "T1w" in out and "4 x 4 x 3" in out

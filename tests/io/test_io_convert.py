@@ -94,3 +94,69 @@ def test_describe_volume_reports_geometry_and_intensity() -> None:
     assert d["affine_ras"] == affine.tolist()
     assert d["intensity"] == {"min": 0.0, "max": 23.0, "mean": 11.5}
     assert (d["format"], d["modality"], d["path"]) == ("nifti", "CT", None)
+
+
+@pytest.mark.parametrize("link", ["same path", "symlink", "hard link"])
+def test_convert_never_overwrites_its_own_input(tmp_path: Path, link: str) -> None:
+    src = tmp_path / "a.nii"
+    labels = np.arange(60, dtype=np.int64).reshape(5, 4, 3)
+    nib.save(nib.Nifti1Image(labels, np.eye(4), dtype=np.int64), src)
+    out = {"same path": src, "symlink": tmp_path / "b.nii", "hard link": tmp_path / "c.nii"}[link]
+    if link == "symlink":
+        out.symlink_to(src)
+    elif link == "hard link":
+        out.hardlink_to(src)
+    before = src.read_bytes()
+    with pytest.raises(MedsegError, match="expected an output file other than the input") as err:
+        convert_to_nifti(src, out, overwrite=True)
+    assert err.value.path == str(out) and str(src) in str(err.value)
+    assert src.read_bytes() == before  # int64 would have been narrowed in place
+
+
+def test_convert_refuses_outputs_it_cannot_write(tmp_path: Path, monkeypatch) -> None:
+    src = write_nifti(np.zeros((4, 4, 3), np.float32), np.eye(4), tmp_path / "scan.nii.gz")
+    (tmp_path / "folder.nii.gz").mkdir()
+    with pytest.raises(MedsegError, match="expected an output file, found a folder"):
+        convert_to_nifti(src, tmp_path / "folder.nii.gz", overwrite=True)
+    (tmp_path / "notes").write_text("a file, not a folder")
+    with pytest.raises(MedsegError, match=r"OUTPUT: expected a folder path, found that .*notes is"):
+        convert_to_nifti(src, tmp_path / "notes" / "sub" / "out.nii.gz")
+    assert not (tmp_path / "notes").is_dir()
+
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != tmp_path / "locked")
+    with pytest.raises(MedsegError, match="expected a writable folder, found that the folder"):
+        convert_to_nifti(src, tmp_path / "locked" / "out.nii.gz")  # mocked: root writes anywhere
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / ".out.part.nii.gz"))
+
+    monkeypatch.setattr("medseg.io.convert.write_nifti", denied)
+    with pytest.raises(MedsegError, match="expected a writable file, found Permission denied"):
+        convert_to_nifti(src, tmp_path / "ro" / "out.nii.gz")
+
+
+def test_convert_refuses_an_output_inside_the_dicom_input(tmp_path: Path, rng) -> None:
+    vol = random_volume(np.diag([1.0, 1.0, 2.0, 1.0]), (4, 4, 3), rng, 0, 10)
+    write_dicom_series(vol, tmp_path / "series")
+    with pytest.raises(MedsegError, match="expected a folder separate from INPUT") as err:
+        convert_to_nifti(tmp_path / "series", tmp_path / "series" / "ct.nii.gz")
+    assert err.value.path == str(tmp_path / "series")
+    assert len(list((tmp_path / "series").iterdir())) == 3
+
+
+def test_convert_creates_missing_output_folders(tmp_path: Path) -> None:
+    src = write_nifti(np.zeros((4, 4, 3), np.float32), np.eye(4), tmp_path / "scan.nii.gz")
+    out = tmp_path / "new" / "deeper" / "out.nii.gz"
+    convert_to_nifti(src, out)
+    assert out.is_file()
+
+
+def test_resolve_source_for_listing_picks_the_only_series(tmp_path: Path, rng) -> None:
+    vol = random_volume(np.diag([1.0, 1.0, 2.0, 1.0]), (4, 4, 3), rng, 0, 10)
+    study = tmp_path / "export"
+    write_dicom_series(vol, study / "DICOM" / "S0001", series_description="T1")
+    (study / "index.html").write_text("<html>viewer</html>")  # a disc's viewer, not DICOM
+    path, series, infos = resolve_source(study, None, choose=False)
+    assert path == study / "DICOM" / "S0001" and series == infos[0].uid
+    assert len(infos) == 1

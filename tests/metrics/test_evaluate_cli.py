@@ -40,14 +40,16 @@ def folders(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, Path, Path]
     fine_aff[0, 0] = 0.4
     fine_aff[0, 3] = AFFINE[0, 3] - 0.2
     write_nifti(fine, fine_aff, pred_dir / "case_b.nii.gz")
-    write_nifti(ref_a, AFFINE, pred_dir / "orphan.nii.gz")  # no reference: ignored
+    write_nifti(ref_a, AFFINE, pred_dir / "orphan.nii.gz")  # no reference: not scored, exit 1
     return ref_dir, pred_dir, tmp_path / "report"
 
 
-def test_evaluate_writes_csv_summary_and_report(folders):
+def test_evaluate_writes_csv_summary_and_report(folders, capsys):
     ref_dir, pred_dir, out = folders
     args = ["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]
-    assert main([*args, "--tolerance", "1.5", "--lesion-labels", "2"]) == 0
+    # the orphan prediction cannot be scored: the others are, and the exit code says so
+    assert main([*args, "--tolerance", "1.5", "--lesion-labels", "2"]) == 1
+    assert "orphan: prediction without a reference" in capsys.readouterr().err
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 6  # 3 cases x labels 1, 2
     assert {r["case"] for r in rows} == {"case_a", "case_b", "case_c"}
@@ -74,6 +76,7 @@ def test_evaluate_writes_csv_summary_and_report(folders):
 
 def test_existing_report_needs_force(folders):
     ref_dir, pred_dir, out = folders
+    (pred_dir / "orphan.nii.gz").unlink()  # every prediction has its reference: exit 0
     args = ["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]
     assert main([*args, "--qc-cases", "0"]) == 0
     before = (out / "metrics.csv").stat().st_mtime_ns

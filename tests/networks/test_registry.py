@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import pytest
@@ -10,6 +11,7 @@ from monai.networks.nets import UNet
 
 from medseg.errors import MedsegError
 from medseg.networks import NETWORKS, build_network
+from medseg.planning.planner import VNET_CHANNELS
 from medseg.planning.plans import NetworkSpec
 
 SMALL = {
@@ -119,3 +121,16 @@ def test_dropout_reaches_every_network(name: str) -> None:
     fixed = {0.5} if name == "vnet" else set()
     assert rates(replace(SMALL[name], dropout=0.3)) == {0.3} | fixed
     assert rates(SMALL[name]) - {0.0} == fixed  # off: no layer, or layers that drop nothing
+
+
+def test_vnet_is_built_with_the_widths_planning_records(caplog: pytest.LogCaptureFixture) -> None:
+    """MONAI's VNet cannot change its widths: planning records them (``VNET_CHANNELS``) and
+    a spec with other channels says that they are not what is built."""
+    net = build_network(NetworkSpec("vnet", VNET_CHANNELS, ((2, 2, 2),) * 4), 1, 3)
+    downs = [net.down_tr32, net.down_tr64, net.down_tr128, net.down_tr256]
+    widths = [net.in_tr.conv_block.conv.out_channels] + [d.down_conv.out_channels for d in downs]
+    assert tuple(widths) == VNET_CHANNELS
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="medseg"):
+        build_network(NetworkSpec("vnet", (4, 8, 16), ((2, 2, 2),) * 2), 1, 3)
+    assert "are not what MONAI's VNet builds" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from medseg.io import write_nifti
 from medseg.networks import build_network
 from medseg.planning.config import PlansConfig
 from medseg.planning.fingerprint import Fingerprint, compute_fingerprint
-from medseg.planning.planner import mirror_axes, plan, target_spacing
+from medseg.planning.planner import VNET_CHANNELS, mirror_axes, plan, target_spacing
 from medseg.planning.plans import load_plans, save_plans
 
 
@@ -100,6 +101,20 @@ def test_full_res_level_only_when_the_step_fits_the_budget() -> None:
     small = _fingerprint([[1.0] * 3] * 5, [[35, 50, 36]] * 5)  # 40x56x40 x 3 = 269 k voxels
     assert plan(small, "cpu").network.full_res_level
     assert not plan(small, "cpu", PlansConfig(step_voxels=150_000)).network.full_res_level
+
+
+def test_vnet_plans_record_monais_fixed_widths_and_warn_about_a_channels_override(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fp = _fingerprint([[1.0] * 3] * 5, [[35, 50, 36]] * 5)
+    assert plan(fp, "cpu", PlansConfig(model="vnet")).network.channels == VNET_CHANNELS
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="medseg"):
+        plans = plan(fp, "cpu", PlansConfig(model="vnet", channels=(4, 8, 16)))
+    assert plans.network.channels == VNET_CHANNELS == (16, 32, 64, 128, 256)
+    assert "plans.channels [4, 8, 16] ignored for vnet" in caplog.text
+    # other networks follow the override
+    assert plan(fp, "cpu", PlansConfig(channels=(4, 8, 16))).network.channels[:3] == (4, 8, 16)
 
 
 def test_unet_head_channels_follow_the_config_for_unet_only() -> None:

@@ -20,6 +20,7 @@ from medseg.postprocessing import (
     load_postprocessing,
     save_postprocessing,
 )
+from medseg.postprocessing import decide as decide_module
 from medseg.postprocessing.decide import _accept
 
 SPACING = (1.0, 1.0, 2.0)
@@ -107,6 +108,7 @@ def test_crf_is_kept_when_it_helps(rng, one_thread, caplog) -> None:
         largest_component=False,
         min_size_mm3=(),
         fill_holes=False,
+        closing_mm=(),
         crf=(
             CRFConfig(device="cpu", margin_mm=10.0, bilateral_weight=0.0),
             CRFConfig(device="cpu", margin_mm=10.0),
@@ -169,3 +171,62 @@ def test_multi_lesion_labels_are_never_reduced_to_one_component(rng) -> None:
     assert not any(c["step"] == "largest_component" for c in report["candidates"])
     # small-object removal is still available for such labels
     assert any(c["step"] == "min_size_mm3" for c in report["candidates"])
+
+
+def _slit_case() -> tuple:
+    """Label 1: a solid block predicted with two one-voxel slits cut right through it (open to
+    the outside, so hole filling cannot close them; the halves are large, so component
+    filters do not help). Label 2: a hollow shell (its cavity is real) predicted exactly."""
+    ref = np.zeros((30, 24, 12), np.uint8)
+    ref[3:14, 3:20, 2:10] = 1
+    ref[16:27, 6:18, 1:11] = 2
+    ref[19:24, 9:15, 4:8] = 0
+    pred = ref.copy()
+    pred[7, 3:20, 2:10] = 0
+    pred[10, 3:20, 2:10] = 0
+    return pred, ref, SPACING, None, None
+
+
+def test_closing_is_tried_by_default_and_kept_where_it_closes_gaps() -> None:
+    config, report = decide_postprocessing([_slit_case(), _slit_case()], [1, 2], NO_CRF)
+    closing = [c for c in report["candidates"] if c["step"] == "closing_mm"]
+    assert {(c["label"], c["params"]["closing_mm"]) for c in closing} == {
+        (1, 1.0),
+        (1, 2.0),
+        (2, 1.0),
+        (2, 2.0),
+    }
+    assert config.per_label[1].closing_mm > 0  # the slits are closed
+    assert report["final"]["1"] > report["baseline"]["1"] + 0.05  # 0.90 -> 0.99
+    assert any(c["accepted"] for c in closing if c["label"] == 1)
+    # the shell's real cavity: closing never helps there, so it is not kept
+    assert not any(c["accepted"] for c in closing if c["label"] == 2)
+    assert config.per_label.get(2, LabelPostprocessing()).closing_mm == 0
+
+
+def test_closing_radius_of_one_voxel_at_every_spacing_is_not_evaluated() -> None:
+    cand = DecisionCandidates(closing_mm=(0.5, 1.0), crf=())
+    _, report = decide_postprocessing([_slit_case()], [1], cand)
+    radii = [c["params"]["closing_mm"] for c in report["candidates"] if c["step"] == "closing_mm"]
+    assert radii == [1.0]  # 0.5 mm is below every voxel size here: a no-op
+
+
+def test_deadline_keeps_the_steps_decided_and_says_where_it_stopped(
+    rng, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock that ticks once per case evaluated: the baseline (3 cases) and label 1's
+    largest component (3 more) fit before the deadline, nothing after does."""
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(decide_module.time, "perf_counter", lambda: float(next(ticks)))
+    cases = [_case(rng) for _ in range(3)]
+    config, report = decide_postprocessing(cases, [1, 2], NO_CRF, deadline=5.5)
+    assert config.per_label[1].largest_component  # decided on every case before the deadline
+    assert [c["step"] for c in report["candidates"]] == ["largest_component"]
+    # min-size removal is skipped once the largest component is kept: it stops at fill holes
+    assert report["stopped"].startswith("deadline passed while trying fill_holes")
+    assert "for label 1" in report["stopped"]
+    assert report["stopped"].endswith("later candidates were not tried")
+    assert report["final"]["1"] > report["baseline"]["1"]
+    config, report = decide_postprocessing(cases, [1, 2], NO_CRF, deadline=-1.0)
+    assert config == PostprocessConfig() and "baseline" not in report
+    assert report["stopped"].startswith("deadline passed while scoring")

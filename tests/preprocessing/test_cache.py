@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +15,14 @@ import pytest
 from atomic_helpers import DiskFullError, folder_state, raise_after
 
 from medseg.data.manifest import Case, load_manifest
+from medseg.errors import MedsegError
 from medseg.planning.plans import Plans
-from medseg.preprocessing.cache import PreprocessedCache, _preprocess_one, plans_key
+from medseg.preprocessing.cache import (
+    PreprocessedCache,
+    _preprocess_one,
+    cache_entries,
+    plans_key,
+)
 
 
 def _plans(spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Plans:
@@ -99,3 +107,62 @@ def test_cache_entry_mode_follows_umask(
         os.umask(original)
     assert stat.S_IMODE(path.stat().st_mode) == expected
     assert sorted(PreprocessedCache.read(path)) == ["affine", "image", "label"]
+
+
+def _age(path: Path, days: float) -> None:
+    """Make ``path``'s last use (access time) ``days`` ago, keeping its modification time."""
+    st = path.stat()
+    os.utime(path, ns=(time.time_ns() - int(days * 86400e9), st.st_mtime_ns))
+
+
+def test_eviction_drops_least_recently_used_first(tiny_cohort: Path, tmp_path: Path) -> None:
+    cases = load_manifest(tiny_cohort, tiny_cohort.parent).training[:4]
+    old = PreprocessedCache(tmp_path, _plans(), max_gb=0).ensure(cases[:3])  # an earlier run
+    for path, days in zip(old, (1, 3, 2), strict=True):  # used 1, 3 and 2 days ago
+        _age(path, days)
+    sizes = [p.stat().st_size for p in old]
+    cap = sizes[0] + sizes[2] + 0.5 * min(sizes)  # room for two entries
+    cache = PreprocessedCache(tmp_path, _plans(), max_gb=cap / 1e9)
+    (new,) = cache.ensure(cases[3:])
+    assert new.is_file() and old[0].is_file()
+    assert not old[1].exists() and not old[2].exists()  # 3 days, then 2 days unused: gone
+    assert sum(e.size for e in cache_entries(tmp_path)) <= cap
+
+
+def test_eviction_never_removes_the_run_in_progress(
+    tiny_cohort: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cases = load_manifest(tiny_cohort, tiny_cohort.parent).training[:3]
+    (stale,) = PreprocessedCache(tmp_path, _plans((2.0, 2.0, 2.0)), max_gb=0).ensure(cases[:1])
+    _age(stale, 30)
+    cache = PreprocessedCache(tmp_path, _plans(), max_gb=1e-9)  # a 1-byte cap
+    first = cache.ensure(cases[:2])
+    _age(first[0], 40)  # older than the stale entry, but this run uses it
+    with caplog.at_level(logging.WARNING):
+        again = cache.ensure(cases)
+    assert all(p.is_file() for p in again) and again[:2] == first
+    assert not stale.exists()
+    assert "above its cap" in caplog.text
+
+
+def test_truncated_entry_is_rebuilt_with_a_warning(
+    tiny_cohort: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a truncated .npz used to be returned as it was, and training then crashed reading it
+    case = load_manifest(tiny_cohort, tiny_cohort.parent).training[0]
+    (path,) = PreprocessedCache(tmp_path, _plans()).ensure([case], workers=1)
+    good = PreprocessedCache.read(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(MedsegError, match="unreadable preprocessing cache entry") as err:
+        PreprocessedCache.read(path)
+    assert err.value.path == str(path)
+    with caplog.at_level(logging.WARNING):
+        assert PreprocessedCache(tmp_path, _plans()).ensure([case], workers=1) == [path]
+    assert f"cache entry {path} fails to load" in caplog.text and "rebuilding" in caplog.text
+    rebuilt = PreprocessedCache.read(path)
+    assert all(np.array_equal(rebuilt[k], good[k]) for k in good)
+
+
+def test_negative_cap_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MedsegError, match="max_gb: expected >= 0"):
+        PreprocessedCache(tmp_path, _plans(), max_gb=-1)

@@ -13,8 +13,11 @@ from train_cli import train_cli_args
 
 from medseg.data.manifest import load_manifest
 from medseg.networks.loading import load_checkpoint, load_model
+from medseg.networks.registry import build_network
+from medseg.planning.plans import NetworkSpec
 from medseg.preprocessing.cache import PreprocessedCache
 from medseg.training.data import load_cached
+from medseg.training.schedule import pointwise_standard_strides
 from medseg.training.validation import validate_cases
 
 
@@ -74,3 +77,34 @@ def test_torchrun_resume_on_every_rank(tiny_cohort: Path, tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((out / "fold_0" / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_pointwise_weights_get_standard_strides_and_the_rest_stays_channels_last() -> None:
+    """The DDP "Grad strides do not match bucket view strides" warning came from 1x1x1
+    convolution weights, whose channels-last strides are ambiguous (same memory order)."""
+    spec = NetworkSpec("unet", (4, 8, 16), ((2, 2, 2), (2, 2, 2)), num_res_units=1)
+    net = build_network(spec, 1, 3).to(memory_format=torch.channels_last_3d)
+    pointwise = [p for p in net.parameters() if p.dim() == 5 and p.shape[2:] == (1, 1, 1)]
+    wide = [p for p in net.parameters() if p.dim() == 5 and min(p.shape[1:]) > 1]
+    assert pointwise and wide
+    before = [p.detach().clone() for p in pointwise]
+    assert any(p.stride() != _standard_strides(p.shape) for p in pointwise)
+    pointwise_standard_strides(net)
+    assert all(p.stride() == _standard_strides(p.shape) for p in pointwise)
+    assert all(torch.equal(a, b) for a, b in zip(before, pointwise, strict=True))
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in wide)
+
+
+def _standard_strides(shape: torch.Size) -> tuple[int, ...]:
+    return torch.empty(shape).stride()
+
+
+@pytest.mark.slow
+def test_torchrun_warns_about_nothing_and_reports_once(tiny_cohort: Path, tmp_path: Path) -> None:
+    """Channels-last on CPU (the default for unet) under DDP: no rank warns about gradient
+    strides, and only rank 0 prints the fold summary."""
+    cmd = _command(tiny_cohort, tmp_path, epochs=1)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Grad strides do not match" not in proc.stderr, proc.stderr
+    assert proc.stdout.count("fold_0: 1 epochs") == 1, proc.stdout
