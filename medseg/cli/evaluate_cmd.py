@@ -132,6 +132,11 @@ def evaluate(
         help="Overlay figures for at most this many cases, worst Dice first (0: none).",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite the report files in --out."),
+    allow_outside_root: bool = typer.Option(
+        False,
+        "--allow-outside-root",
+        help="Accept --manifest paths that leave --data-root (refused by default).",
+    ),
 ) -> None:
     """Score predictions against references: Dice, IoU, HD95, ASSD, NSD, lesion-wise measures.
 
@@ -159,6 +164,7 @@ def evaluate(
             lesion_match=lesion_match,  # type: ignore[arg-type]  # checked by EvaluateConfig
             lesion_iou=lesion_iou,
             qc_cases=qc_cases,
+            allow_outside_root=allow_outside_root,
         )
     except MedsegError as exc:
         raise _named_by_flag(exc) from exc

@@ -140,12 +140,15 @@ def _predictions(pred_dir: Path) -> dict[str, Path]:
 
 
 def pair_manifest(
-    manifest: Path, data_root: Path, pred_dir: Path
+    manifest: Path, data_root: Path, pred_dir: Path, *, allow_outside_root: bool = False
 ) -> tuple[list[CasePair], list[str], dict[int, str]]:
-    """Pair the manifest's labelled training cases with predictions named ``<case_id>.*``."""
+    """Pair the manifest's labelled training cases with predictions named ``<case_id>.*``.
+
+    ``allow_outside_root`` accepts manifest paths that leave ``data_root`` (refused by default).
+    """
     from medseg.data.manifest import load_manifest
 
-    man = load_manifest(manifest, data_root)
+    man = load_manifest(manifest, data_root, allow_outside_root=allow_outside_root)
     preds = _predictions(pred_dir)
     known = tuple(sorted({0, *(int(k) for k in man.labels)}))
     source = f"the labels of {Path(manifest).name}"

@@ -68,6 +68,8 @@ class EvaluateConfig:
         IoU threshold of ``lesion_match="iou"``.
     qc_cases
         Overlay figures for at most this many cases, worst Dice first (0: none).
+    allow_outside_root
+        Accept manifest paths that leave ``data_root`` (refused by default).
     """
 
     labels: tuple[int, ...] | None = None
@@ -77,6 +79,7 @@ class EvaluateConfig:
     lesion_match: Literal["any", "iou"] = "any"
     lesion_iou: float = 0.1
     qc_cases: int = 20
+    allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
         """Raise :class:`MedsegError` naming the first out-of-range field."""
@@ -155,12 +158,16 @@ def check_output_folder(out: Path, force: bool) -> None:
 
 
 def _pairs(
-    pred: Path, ref: Path | None, manifest: Path | None, data_root: Path | None
+    pred: Path,
+    ref: Path | None,
+    manifest: Path | None,
+    data_root: Path | None,
+    allow_outside_root: bool = False,
 ) -> tuple[list[CasePair], list[str], dict[int, str]]:
     if manifest is not None:
         if data_root is None:
             raise MedsegError("a manifest needs data_root (the folder its paths start from)")
-        return pair_manifest(manifest, data_root, pred)
+        return pair_manifest(manifest, data_root, pred, allow_outside_root=allow_outside_root)
     if ref is None:
         raise MedsegError("expected a reference folder, or a manifest with its data_root")
     pairs, unmatched = pair_folders(pred, ref)
@@ -263,7 +270,7 @@ def evaluate_folder(
     ref_dir = None if ref is None else Path(ref)
     man = None if manifest is None else Path(manifest)
     root = None if data_root is None else Path(data_root)
-    pairs, unmatched, names = _pairs(Path(pred), ref_dir, man, root)
+    pairs, unmatched, names = _pairs(Path(pred), ref_dir, man, root, cfg.allow_outside_root)
     labels = list(cfg.labels) if cfg.labels is not None else (sorted(names) or None)
     ev = evaluate_cases(
         pairs,

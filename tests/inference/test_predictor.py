@@ -197,7 +197,13 @@ def test_bundle_layout_predicts_like_the_run(run_dir: Path, tiny_net, tmp_path: 
 
 
 def test_postprocessing_from_the_run_and_crf_override(run_dir: Path) -> None:
-    from medseg.postprocessing import LabelPostprocessing, PostprocessConfig, save_postprocessing
+    from medseg.config import to_dict
+    from medseg.postprocessing import (
+        CRFConfig,
+        LabelPostprocessing,
+        PostprocessConfig,
+        save_postprocessing,
+    )
 
     image, _ = phantom(seed=12)
     arr = image.array.copy()
@@ -223,10 +229,17 @@ def test_postprocessing_from_the_run_and_crf_override(run_dir: Path) -> None:
     none = Predictor.from_run(run_dir, device="cpu", config=InferConfig(postprocess="none"))
     assert none.postprocessing is None
     crf = Predictor.from_run(run_dir, device="cpu", config=InferConfig(crf=True))
-    assert crf.postprocessing.crf is not None
+    # --crf adds the default CRF to the decided morphology, keeping the decided steps
+    assert crf.postprocessing.crf == CRFConfig()
+    assert crf.postprocessing.per_label == auto.postprocessing.per_label
     pred = crf.predict(noisy)
-    assert pred.postprocessing["crf"] is not None
+    assert pred.postprocessing["crf"] == to_dict(CRFConfig())
     assert pred.mask.array.shape == noisy.spatial_shape
+    np.testing.assert_array_equal(pred.mask.affine, noisy.affine)
+    # --no-crf keeps the decided morphology only: the same mask as the decided post-processing
+    no_crf = Predictor.from_run(run_dir, device="cpu", config=InferConfig(crf=False))
+    assert no_crf.postprocessing.crf is None
+    assert np.array_equal(no_crf(noisy).array, cleaned.array)
 
 
 def test_parse_folds_and_config_checks() -> None:

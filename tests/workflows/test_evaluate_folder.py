@@ -173,3 +173,20 @@ def test_the_model_labels_come_from_the_predict_sidecar(folders: tuple[Path, Pat
     assert not evaluate_folder(pred, ref=ref, config=EvaluateConfig(labels=(1,))).evaluation.failed
     (pred / "a.json").write_text(json.dumps({"labels": "not from medseg predict"}))
     assert not evaluate_folder(pred, ref=ref).evaluation.failed
+
+
+def test_manifest_paths_outside_the_data_root_need_the_opt_in(tmp_path: Path) -> None:
+    manifest, root = _manifest(tmp_path, label_map())
+    doc = json.loads(manifest.read_text())
+    doc["training"][0]["label"] = "../elsewhere/h_1.nii.gz"  # the reference lives outside
+    manifest.write_text(json.dumps(doc))
+    (tmp_path / "elsewhere").mkdir()
+    (root / "labelsTr" / "h_1.nii.gz").rename(tmp_path / "elsewhere" / "h_1.nii.gz")
+    pred = tmp_path / "pred"
+    write_nifti(label_map(), AFFINE, pred / "h_1.nii.gz")
+    with pytest.raises(MedsegError, match="outside the data root"):
+        evaluate_folder(pred, manifest=manifest, data_root=root)
+    opted = EvaluateConfig(allow_outside_root=True)
+    result = evaluate_folder(pred, manifest=manifest, data_root=root, config=opted)
+    assert result.evaluation.failed == []
+    assert result.summary["labels"]["1"]["dice"]["mean"] == pytest.approx(1.0)
