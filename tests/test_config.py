@@ -176,3 +176,11 @@ def test_bad_value_in_the_file_still_names_the_file(tmp_path: Path) -> None:
         load_config(RunConfig, path, {"train.epochs": 3}, "config", flags=flags)
     with pytest.raises(MedsegError, match=r"^train\.time_limit_minutes: expected >= 0"):
         load_config(RunConfig, None, {"train.time_limit_minutes": -1.0}, "config")  # no flags
+
+
+def test_data_section_checks_the_cache_cap() -> None:
+    from medseg.training.config import load_run_config
+
+    assert load_run_config(None, {"data.cache_max_gb": 0}).data.cache_max_gb == 0.0
+    with pytest.raises(MedsegError, match=r"data.cache_max_gb: expected >= 0"):
+        load_run_config(None, {"data.cache_max_gb": -1})

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import MedsegError
+from medseg.io.jsonfile import read_json
 from medseg.planning.plans import Plans
 
 SCHEMA_NAME = "meta_schema.json"
@@ -140,10 +141,7 @@ def verify_metadata(meta_file: str | Path) -> None:
     import jsonschema
 
     path = Path(meta_file)
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MedsegError(f"cannot read bundle metadata: {exc}", path) from exc
+    meta = read_json(path, what="bundle metadata (configs/metadata.json)")
     schema = json.loads(schema_path().read_text(encoding="utf-8"))
     try:
         jsonschema.validate(instance=meta, schema=schema)

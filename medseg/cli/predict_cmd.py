@@ -171,8 +171,10 @@ def _run(
     cfg: InferConfig, model: Path, input_path: Path, output: Path, info: ddp.DistInfo
 ) -> BatchSummary:
     """Load the model on this rank's device, record the resolved config, predict the batch."""
+    from medseg.inference.cases import discover_cases
     from medseg.inference.predictor import Predictor
 
+    discover_cases(input_path, exclude=output)  # a bad --input is refused before any output
     device = ddp.rank_device(cfg.device, info)
     rank_cfg = cfg if device == cfg.device else dataclasses.replace(cfg, device=device)
     predictor = Predictor.from_path(model, config=rank_cfg)

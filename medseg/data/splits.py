@@ -16,6 +16,7 @@ import numpy as np
 
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
+from medseg.io.jsonfile import read_json
 
 Split = dict[str, list[str]]
 
@@ -84,10 +85,7 @@ def read_splits(path: str | os.PathLike[str]) -> list[Split]:
     path = Path(path)
     if not path.is_file():
         raise MedsegError("splits file not found", path)
-    try:
-        splits = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MedsegError(f"expected a JSON splits file, cannot parse it: {exc}", path) from exc
+    splits = read_json(path, what="a JSON splits file")
     _check(splits, path)
     return [{"train": list(s["train"]), "val": list(s["val"])} for s in splits]
 

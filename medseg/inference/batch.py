@@ -296,8 +296,8 @@ def predict_batch(
     """
     start = time.perf_counter()
     out = Path(output)
+    cases = discover_cases(input_path, exclude=out)  # a bad --input fails before any output
     out.mkdir(parents=True, exist_ok=True)
-    cases = discover_cases(input_path, exclude=out)
     mine = cases[rank::world_size]
     results = predict_cases(predictor, mine, out, progress=progress and rank == 0)
     if world_size > 1:

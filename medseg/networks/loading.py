@@ -14,7 +14,6 @@ Bundle directory (written by ``medseg bundle export``)::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import pickle
 import re
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from medseg.errors import MedsegError
+from medseg.io.jsonfile import read_json
 from medseg.networks.registry import build_network
 from medseg.planning.plans import Plans, load_plans, plans_from_dict
 
@@ -340,10 +340,7 @@ def load_bundle(bundle: Path, device: torch.device) -> LoadedModels:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MedsegError(f"expected a JSON file: {exc}", path) from exc
+    data = read_json(path)
     return data if isinstance(data, dict) else {}
 
 

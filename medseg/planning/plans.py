@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from medseg.config import from_dict, to_dict
 from medseg.errors import MedsegError
+from medseg.io.jsonfile import read_json
 
 Normalization = Literal["ct", "zscore_nonzero", "zscore"]
 NetworkName = Literal["unet", "dynunet", "vnet", "segresnet", "basicunet"]
@@ -174,12 +175,11 @@ def plans_from_dict(data: dict[str, Any], where: str = "plans") -> Plans:
 def load_plans(path: str | Path) -> Plans:
     """Read ``plans.json``; a missing or malformed file is a :class:`MedsegError`."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise MedsegError("plans file not found (is this a medseg run directory?)", p) from exc
-    except json.JSONDecodeError as exc:
-        raise MedsegError(f"invalid JSON: {exc}", p) from exc
+    data = read_json(
+        p,
+        what="a medseg plans.json",
+        missing="plans file not found (is this a medseg run directory?)",
+    )
     try:
         return plans_from_dict(data)
     except MedsegError as exc:

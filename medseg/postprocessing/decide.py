@@ -34,6 +34,7 @@ from scipy import ndimage
 from medseg.config import from_dict, to_dict
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
+from medseg.io.jsonfile import read_json
 from medseg.metrics import dice_per_label
 from medseg.postprocessing.crf import CRFConfig
 from medseg.postprocessing.morphology import (
@@ -331,12 +332,7 @@ def load_postprocessing(path: str | Path) -> PostprocessConfig:
         If the file is missing, not JSON, or its configuration is invalid.
     """
     p = Path(path)
-    try:
-        payload = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise MedsegError("post-processing file not found", p) from exc
-    except json.JSONDecodeError as exc:
-        raise MedsegError(f"expected JSON, found invalid text: {exc}", p) from exc
+    payload = read_json(p, what="a postprocessing.json", missing="post-processing file not found")
     if not isinstance(payload, dict) or not isinstance(payload.get("config"), dict):
         raise MedsegError('expected a JSON object with a "config" mapping', p)
     try:

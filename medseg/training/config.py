@@ -25,7 +25,10 @@ class DataConfig:
     """Where the data is and how it is split.
 
     ``fold`` is a fold index or ``"all"`` (train every fold in turn); ``cache_dir`` holds
-    preprocessed cases, shared by runs and folds (empty: ``~/.cache/medseg/preprocessed``).
+    preprocessed cases, shared by runs and folds (empty: ``~/.cache/medseg/preprocessed``),
+    kept under ``cache_max_gb`` (least recently used entries go first, never the run's own;
+    0: no cap). ``allow_outside_root`` accepts manifest paths that leave ``data_root``
+    (refused by default).
     """
 
     manifest: str = ""
@@ -40,6 +43,10 @@ class DataConfig:
 
     def validate(self) -> None:
         """Check the fold index against the number of folds."""
+        if self.cache_max_gb < 0:
+            raise MedsegError(
+                f"data.cache_max_gb: expected >= 0 (0: no cap), found {self.cache_max_gb}"
+            )
         if self.folds < 2:
             raise MedsegError(f"data.folds: expected >= 2, found {self.folds}")
         if isinstance(self.fold, int) and not 0 <= self.fold < self.folds:

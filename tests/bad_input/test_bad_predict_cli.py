@@ -522,3 +522,19 @@ def test_plans_json_that_is_not_an_object(world: World, capsys: pytest.CaptureFi
     run = world.copy_run("list_plans")
     (run / "plans.json").write_text("[1, 2]")
     assert_clean_refusal(world.predict(run), capsys, names=[run / "plans.json"], inputs=[run])
+
+
+@pytest.mark.parametrize("kind", ["unsupported-file", "empty-folder"])
+def test_a_bad_input_leaves_no_output_folder(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, kind: str
+) -> None:
+    # the resolved predict_config.yaml used to be written before --input was looked at
+    if kind == "unsupported-file":
+        source = tmp_path / "notes.txt"
+        source.write_text("not a scan\n")
+    else:
+        source = tmp_path / "empty"
+        source.mkdir()
+    out = tmp_path / "masks"
+    args = ["predict", "--model", str(run_dir), "--input", str(source), "--output", str(out)]
+    assert_clean_refusal(args, capsys, names=[source], inputs=[source], absent=[out])

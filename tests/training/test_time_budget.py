@@ -20,7 +20,9 @@ from medseg.training.validation import window_count
 from medseg.workflows.train import train_and_decide
 
 LIMIT_S = 6.0  # the limit: it trained a 69-second first epoch, then decided for 28 s
-MARGIN_S = 2.0  # final validation, checkpoints, metrics.json and one decision case at most
+# final validation, checkpoints, metrics.json and one decision case at most (about 2 s idle);
+# generous for a loaded 2-core CI machine, still far below the old 48 s
+MARGIN_S = 8.0
 
 
 def test_limit_far_shorter_than_an_epoch_ends_in_time_with_validated_best(
