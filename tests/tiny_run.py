@@ -53,8 +53,24 @@ def fit_tiny(plans: Plans, steps: int = 25) -> torch.nn.Module:
         d = xf({"image": img.to_metatensor(), "label": lab.to_metatensor()})
         xs.append(d["image"].as_tensor()[:, :32, :32, :16])
         ys.append(d["label"].as_tensor()[0, :32, :32, :16].long())
+    return fit_batch(plans, xs, ys, steps)
+
+
+def fit_batch(
+    plans: Plans,
+    xs: list[torch.Tensor],
+    ys: list[torch.Tensor],
+    steps: int,
+    in_channels: int = 1,
+) -> torch.nn.Module:
+    """The plans' network (``in_channels`` inputs) fitted ``steps`` Adam steps (lr 2e-2,
+    cross-entropy) on one batch: images ``xs`` of shape ``(C, X, Y, Z)`` and label maps
+    ``ys`` of shape ``(X, Y, Z)``, all of one shape; returned in eval mode.
+
+    Seed torch first: the network is built here, after the data are prepared.
+    """
     x, y = torch.stack(xs).float(), torch.stack(ys)
-    net = build_network(plans.network, 1, plans.num_classes)
+    net = build_network(plans.network, in_channels, plans.num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=2e-2)
     for _ in range(steps):
         opt.zero_grad()

@@ -7,7 +7,11 @@ Layout written::
     OUT/configs/plans.json        preprocessing + network of the run (read by medseg)
     OUT/configs/postprocessing.json   the run's decided post-processing (if any)
     OUT/models/model.pt           state dict of one fold's network
-    OUT/models/model.ts           the same network as TorchScript
+    OUT/models/model.ts           the same network as TorchScript (scripted, or traced at the
+                                  patch size; metadata.json "torchscript" says which)
+    OUT/models/model.onnx         the same network as ONNX (batch axis dynamic, patch-size
+                                  windows), the plans in its metadata (metadata.json
+                                  "onnx" describes it, or says why it is absent)
     OUT/docs/README.md, OUT/LICENSE
 """
 
@@ -20,7 +24,14 @@ from typing import Any
 
 import torch
 
-from medseg.bundle.metadata import build_metadata, schema_path, verify_metadata
+from medseg.bundle.metadata import (
+    build_metadata,
+    channel_normalization,
+    modality_name,
+    schema_path,
+    verify_metadata,
+)
+from medseg.bundle.onnx import onnx_docs, write_model_onnx
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_copy, atomic_directory, atomic_path, atomic_write_text
 from medseg.io.outputs import check_output_dir
@@ -58,7 +69,7 @@ def inference_config(plans: Plans) -> dict[str, Any]:
             "_target_": "medseg.networks.build_network",
             "spec": "$medseg.planning.plans.load_plans("
             "@bundle_root + '/configs/plans.json').network",
-            "in_channels": 1,
+            "in_channels": plans.in_channels,
             "out_channels": plans.num_classes,
         },
         "predictor": {
@@ -75,8 +86,28 @@ def inference_config(plans: Plans) -> dict[str, Any]:
     }
 
 
+def _input_docs(plans: Plans) -> str:
+    """How a case's scans are laid out in ``dataset_dir``, for the README."""
+    if plans.in_channels == 1:
+        return (
+            f"One 3D {plans.modality} scan per case: a NIfTI/NRRD/MetaImage file or a DICOM "
+            "series folder."
+        )
+    names = ", ".join(f"`CASE_{n:04d}` ({m})" for n, m in enumerate(plans.channel_names))
+    return (
+        f"{plans.in_channels} scans per case, one per input channel, in nnU-Net's naming: "
+        f"{names}, each a NIfTI/NRRD/MetaImage file (`CASE_0000.nii.gz`) or a DICOM series "
+        "folder (`CASE_0000/`), side by side in one folder; the mask is `CASE.nii.gz`. "
+        "Channels 1.. are resampled onto channel 0's grid (trilinear, through the affines)."
+    )
+
+
 def _docs(meta: dict[str, Any], plans: Plans, fold: int, metrics: dict[str, Any]) -> str:
     labels = "\n".join(f"| {k} | {v} |" for k, v in sorted(plans.labels.items()))
+    norms = channel_normalization(plans)
+    channels = "\n".join(
+        f"| {n} | {m} | {norms[str(n)]} |" for n, m in enumerate(plans.channel_names)
+    )
     perf = json.dumps(metrics, indent=2) if metrics else "(no validation metrics recorded)"
     return f"""# {meta["name"]} (version {meta["version"]})
 
@@ -90,11 +121,16 @@ Exported by medseg from fold {fold} of a training run. Research use only.
 {labels}
 
 ## Input data
-One 3D {plans.modality} scan per case: a NIfTI/NRRD/MetaImage file or a DICOM series folder.
+{_input_docs(plans)}
 Preprocessing (inside the bundle): reorientation to RAS, crop to non-zero voxels,
-normalisation `{plans.normalization}`, resampling to {list(plans.target_spacing)} mm.
+normalisation per channel (below), resampling to {list(plans.target_spacing)} mm.
 Sliding-window patches of {list(plans.patch_size)} voxels. Masks are written as
-`<case>.nii.gz` on the input scan's own grid (same affine), with a `<case>.json` sidecar.
+`<case>.nii.gz` on the input scan's own grid (channel 0's; same affine), with a
+`<case>.json` sidecar.
+
+| channel | modality | normalisation |
+|---|---|---|
+{channels}
 
 ## Measured accuracy (validation of the training fold)
 ```json
@@ -112,7 +148,7 @@ medseg predict --model BUNDLE --input /path/to/scans --output /path/to/masks
 `_target_` entries are imported: run only bundles you trust. `medseg predict --model BUNDLE`
 does not evaluate `inference.json`; it reads `configs/plans.json` and loads
 `models/model.pt` with `torch.load(weights_only=True)`.
-"""
+{onnx_docs(meta)}"""
 
 
 LOGGING_CONF = """[loggers]
@@ -144,19 +180,54 @@ licence. Research use only; not a medical device.
 """
 
 
-def _torchscript(model: torch.nn.Module, plans: Plans, path: Path, meta: dict[str, Any]) -> None:
+def _torchscript(
+    model: torch.nn.Module, plans: Plans, path: Path, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Write ``model`` as TorchScript to ``path``; return how, for ``metadata.json``.
+
+    Networks that the registry marks ``"script"`` (``torchscript_mode(plans.network)``) are
+    scripted and take any input size. The others (``swinunetr``, ``dynunet`` with deep
+    supervision: their Python control flow does not script) are traced on one zero patch
+    ``(1, in_channels, *patch_size)``, so that ``model.ts`` takes that input shape only
+    (the sliding-window ROI is the patch, so bundle inference always uses it). If tracing
+    fails as well, no ``model.ts`` is written and the reason is logged and recorded: the
+    bundle still runs, because ``inference.json`` and ``medseg predict`` load
+    ``models/model.pt`` through the registry and never read ``model.ts``.
+
+    Returns
+    -------
+    dict
+        ``{"method": "script"}``, ``{"method": "trace", "input_shape": [...]}`` or
+        ``{"method": "none", "reason": "..."}``.
+    """
     from monai.networks.utils import convert_to_torchscript
 
+    from medseg.networks.registry import torchscript_mode
+
+    name = plans.network.name
     model = model.cpu().eval()
     extra = {"metadata.json": json.dumps(meta).encode()}
+    if torchscript_mode(plans.network) == "script":
+        try:
+            with atomic_path(path) as tmp:
+                convert_to_torchscript(
+                    model, filename_or_obj=str(tmp), extra_files=extra, verify=False
+                )
+            return {"method": "script"}
+        except Exception as exc:  # scripting support varies by torch version; trace instead
+            logger.warning("%s: scripting failed (%s); tracing at the patch size", name, exc)
+    shape = [1, plans.in_channels, *plans.patch_size]
     try:
-        convert_to_torchscript(model, filename_or_obj=str(path), extra_files=extra, verify=False)
-    except Exception as exc:  # scripting support varies by network; tracing is the fallback
-        logger.warning("scripting failed (%s); tracing at the patch size instead", exc)
-        example = torch.zeros(1, 1, *plans.patch_size)
         with torch.no_grad():
-            traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(path), _extra_files=extra)
+            # check_trace re-traces and compares: ~10x the cost of one SwinUNETR forward
+            traced = torch.jit.trace(model, torch.zeros(shape), check_trace=False)
+        with atomic_path(path) as tmp:
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+    except Exception as exc:  # tracing runs arbitrary network code; model.ts is optional
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        logger.warning("%s: no models/model.ts written, tracing failed (%s)", name, reason)
+        return {"method": "none", "reason": reason}
+    return {"method": "trace", "input_shape": shape}
 
 
 def _fold_metrics(run_dir: Path, fold: int) -> dict[str, Any]:
@@ -271,8 +342,8 @@ def export_bundle(
         name=title,
         version=version,
         description=description
-        or f"{plans.network.name} segmentation of {plans.modality} scans ({n_labels} labels)",
-        task=f"3D {plans.modality} segmentation: "
+        or f"{plans.network.name} segmentation of {modality_name(plans)} scans ({n_labels} labels)",
+        task=f"3D {modality_name(plans)} segmentation: "
         + ", ".join(v for k_, v in sorted(plans.labels.items()) if k_),
         performance=_performance(metrics),
         data_source=_data_source(run),
@@ -296,6 +367,11 @@ def _write_bundle(
     (root / "configs").mkdir(parents=True)
     (root / "models").mkdir()
     (root / "docs").mkdir()
+    # TorchScript first: metadata.json records how model.ts was made (or why it is absent)
+    meta = {**meta, "torchscript": _torchscript(model, plans, root / "models" / "model.ts", meta)}
+    with atomic_path(root / "models" / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    meta = {**meta, "onnx": write_model_onnx(model, plans, root / "models")}  # after model.pt
     atomic_write_text(root / "configs" / "metadata.json", json.dumps(meta, indent=2))
     atomic_write_text(
         root / "configs" / "inference.json", json.dumps(inference_config(plans), indent=2)
@@ -305,9 +381,5 @@ def _write_bundle(
     if (run / "postprocessing.json").is_file():
         atomic_copy(run / "postprocessing.json", root / "configs" / "postprocessing.json")
     atomic_copy(schema_path(), root / "configs" / "meta_schema.json")
-    with atomic_path(root / "models" / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    with atomic_path(root / "models" / "model.ts") as tmp:
-        _torchscript(model, plans, tmp, meta)
     atomic_write_text(root / "docs" / "README.md", _docs(meta, plans, fold, metrics))
     atomic_write_text(root / "LICENSE", LICENSE_TEXT)

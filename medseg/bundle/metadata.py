@@ -85,25 +85,59 @@ def build_metadata(
     return meta
 
 
+def modality_name(plans: Plans) -> str:
+    """``"CT"`` for one channel, ``"CT+PET"`` for several (channel order)."""
+    return plans.modality if plans.in_channels == 1 else "+".join(plans.channel_names)
+
+
+def channel_normalization(plans: Plans) -> dict[str, str]:
+    """``{"0": "ct: clip to [-100, 200], then (x - 40) / 50", ...}``, one entry per channel."""
+    out = {}
+    for n, c in enumerate(plans.channel_plans):
+        if c.normalization == "ct" and c.intensity_clip is not None:
+            lo, hi = c.intensity_clip
+            text = f"ct: clip to [{lo:g}, {hi:g}], then (x - {c.intensity_mean:g}) / "
+            text += f"{c.intensity_std:g} (dataset foreground statistics)"
+        elif c.normalization == "zscore_nonzero":
+            text = "zscore_nonzero: per-image z-score over the non-zero voxels"
+        else:
+            text = f"{c.normalization}: per-image z-score over all voxels"
+        out[str(n)] = text
+    return out
+
+
+def _input_format(plans: Plans) -> str:
+    """``hounsfield`` (every channel CT-normalised), ``magnitude`` (none) or ``mixed``."""
+    kinds = {c.normalization == "ct" for c in plans.channel_plans}
+    if kinds == {True}:
+        return "hounsfield"
+    return "magnitude" if kinds == {False} else "mixed"
+
+
 def _network_data_format(plans: Plans) -> dict[str, Any]:
-    """The bundle's input (one RAS patch, normalised as planned) and output description."""
+    """The bundle's input (one RAS patch, each channel normalised as planned) and output.
+
+    ``channel_def`` names each input channel by its modality; ``channel_normalization``
+    (an extra key: the schema's tensor allows them) says how each was normalised;
+    ``normalization`` is channel 0's scheme.
+    """
     labels = {str(k): v for k, v in sorted(plans.labels.items())}
-    input_format = "hounsfield" if plans.normalization == "ct" else "magnitude"
     return {
         "inputs": {
             "image": {
                 "type": "image",
-                "format": input_format,
-                "modality": plans.modality,
-                "num_channels": 1,
+                "format": _input_format(plans),
+                "modality": modality_name(plans),
+                "num_channels": plans.in_channels,
                 "spatial_shape": list(plans.patch_size),
                 "dtype": "float32",
                 "value_range": [],
                 "is_patch_data": True,
-                "channel_def": {"0": plans.modality},
+                "channel_def": {str(n): m for n, m in enumerate(plans.channel_names)},
                 "spacing_mm": list(plans.target_spacing),
                 "orientation": "RAS",
                 "normalization": plans.normalization,
+                "channel_normalization": channel_normalization(plans),
             }
         },
         "outputs": {

@@ -82,7 +82,12 @@ def bundle_predictor(
 
 
 def predict_folder(predictor: Predictor, dataset_dir: str, output_dir: str) -> int:
-    """Segment every case under ``dataset_dir`` into ``output_dir``; return failures.
+    """Segment every case under ``dataset_dir`` into ``output_dir``; return 0.
+
+    Cases are found as ``medseg predict --input`` finds them
+    (:func:`medseg.inference.cases.discover_cases`): for a model of several input channels,
+    ``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``, ... (or DICOM folders ``CASE_0000/``) are the
+    channels of the case ``CASE``, whose mask is ``CASE.nii.gz`` on channel 0's grid.
 
     Raises
     ------

@@ -16,9 +16,12 @@ import typer
 from medseg.cli import (
     bundle_cmd,
     cache_cmd,
+    classic_cmd,
     data_cmds,
+    dicom_cmd,
     evaluate_cmd,
     io_cmds,
+    onnx_cmd,
     predict_cmd,
     train_cmd,
 )
@@ -53,8 +56,11 @@ data_cmds.register(app)
 train_cmd.register(app)
 cache_cmd.register(app)
 predict_cmd.register(app)
+classic_cmd.register(app)
 evaluate_cmd.register(app)
 bundle_cmd.register(app)
+onnx_cmd.register(app)
+dicom_cmd.register(app)
 
 
 def main(args: list[str] | None = None) -> int:

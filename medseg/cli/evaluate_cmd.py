@@ -22,6 +22,7 @@ FLAGS = {
     "connectivity": "--connectivity",
     "lesion_match": "--lesion-match",
     "lesion_iou": "--lesion-iou",
+    "instance_labels": "--instances",
     "qc_cases": "--qc-cases",
 }
 
@@ -65,9 +66,12 @@ def _cell(stats: dict[str, Any], digits: int = 4) -> str:
 
 
 def print_summary(summary: dict[str, Any], names: dict[int, str], console: Console) -> None:
-    """Print one row per label: mean / median of the main measures."""
+    """Print one row per label: mean / median of the main measures (and, with
+    ``--instances``, the dataset-level PQ pooled over cases)."""
     table = Table(title=f"medseg evaluate: {summary['n_cases']} cases (mean / median)")
-    for col in ("label", "Dice", "IoU", "HD95 mm", "ASSD mm", f"NSD@{summary['tolerance_mm']}mm"):
+    pooled = summary.get("panoptic_pooled", {})
+    cols = ["label", "Dice", "IoU", "HD95 mm", "ASSD mm", f"NSD@{summary['tolerance_mm']}mm"]
+    for col in cols + (["PQ"] if pooled else []):
         table.add_column(col, justify="right" if col != "label" else "left")
     for lab, stats in summary["labels"].items():
         name = f"{lab} {names.get(int(lab), '')}".strip()
@@ -75,6 +79,9 @@ def print_summary(summary: dict[str, Any], names: dict[int, str], console: Conso
             _cell(stats[k], 2 if k in ("hd95", "assd") else 4)
             for k in ("dice", "iou", "hd95", "assd", "nsd")
         ]
+        if pooled:
+            pq = pooled.get(lab, {}).get("pq")
+            cells.append("" if pq is None else f"{pq:.4f}")
         table.add_row(name, *cells)
     console.print(table)
     if summary["missing_predictions"]:
@@ -120,6 +127,12 @@ def evaluate(
     lesion_iou: float = typer.Option(
         0.1, "--lesion-iou", help="IoU threshold for --lesion-match iou."
     ),
+    instances: str | None = typer.Option(
+        None,
+        "--instances",
+        help="Labels that also get panoptic quality (PQ = SQ x RQ, instances matched at "
+        "IoU > 0.5; connected components with --connectivity), e.g. 2.",
+    ),
     out: Path | None = typer.Option(
         None,
         "--out",
@@ -138,7 +151,7 @@ def evaluate(
         help="Accept --manifest paths that leave --data-root (refused by default).",
     ),
 ) -> None:
-    """Score predictions against references: Dice, IoU, HD95, ASSD, NSD, lesion-wise measures.
+    """Score predictions against references: Dice, IoU, HD95, ASSD, NSD, lesion-wise, PQ.
 
     Distances are in mm from the reference's spacing; a prediction on another grid is
     resampled onto the reference's (nearest neighbour) with a warning. A missing prediction
@@ -163,6 +176,7 @@ def evaluate(
             connectivity=connectivity,
             lesion_match=lesion_match,  # type: ignore[arg-type]  # checked by EvaluateConfig
             lesion_iou=lesion_iou,
+            instance_labels=tuple(parse_labels(instances, "--instances") or ()),
             qc_cases=qc_cases,
             allow_outside_root=allow_outside_root,
         )

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medseg.errors import MedsegError
 from medseg.io import SeriesInfo, load_volume
 from medseg.io.convert import convert_to_nifti, resolve_source
 from medseg.io.volume import describe_volume
@@ -20,20 +21,66 @@ logger = logging.getLogger(__name__)
 SERIES_HELP = "DICOM folders with several series: a SeriesInstanceUID or the series number."
 
 
+def parse_label_map(items: list[str] | None) -> dict[str, int] | None:
+    """``["GTV*=1", "re:CTV_.*=2"]`` -> ``{"GTV*": 1, "re:CTV_.*": 2}`` (split at the last "=")."""
+    if not items:
+        return None
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value.strip().lstrip("-").isdigit():
+            raise MedsegError(
+                f"--label-map: expected NAME=VALUE with an integer VALUE (e.g. GTV=1), found "
+                f"'{item}'"
+            )
+        out[name] = int(value)
+    return out
+
+
 def convert(
-    input: Path = typer.Argument(..., help="NIfTI/NRRD/MetaImage file or DICOM series folder."),
+    input: Path = typer.Argument(
+        ..., help="NIfTI/NRRD/MetaImage file, DICOM series folder, or RTSTRUCT / DICOM-SEG file."
+    ),
     output: Path = typer.Argument(..., help="Output .nii or .nii.gz file."),
-    series: str | None = typer.Option(None, "--series", "-s", help=SERIES_HELP),
+    series: str | None = typer.Option(
+        None, "--series", "-s", help=SERIES_HELP + " For a label object: the reference's series."
+    ),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        "-r",
+        help="RTSTRUCT/DICOM-SEG input: the image it was drawn on (a DICOM series folder, whose "
+        "UIDs are checked, or a NIfTI/NRRD); the label map is written on its grid.",
+    ),
+    label_map: list[str] | None = typer.Option(
+        None,
+        "--label-map",
+        "-l",
+        help="RTSTRUCT/DICOM-SEG input: NAME=VALUE, repeatable. NAME is an ROI/segment name, a "
+        "glob (GTV*) or re:REGEX; later entries win where labels overlap. Default: a single ROI "
+        "is 1; segments keep their numbers.",
+    ),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite OUTPUT if it exists."),
 ) -> None:
     """Convert a scan (e.g. a DICOM series) to NIfTI with its exact geometry (RAS affine in
-    qform and sform) and its intensity dtype; the write is atomic."""
-    volume = convert_to_nifti(input, output, series=series, overwrite=force)
+    qform and sform) and its intensity dtype; or an RTSTRUCT / DICOM-SEG to a label map on the
+    grid of --reference. The write is atomic."""
+    volume = convert_to_nifti(
+        input,
+        output,
+        series=series,
+        overwrite=force,
+        reference=reference,
+        label_map=parse_label_map(label_map),
+    )
     array = volume.array
     spacing = " x ".join(f"{s:.4g}" for s in volume.spacing)
+    labels = volume.meta.get("labels")
+    named = f", labels {', '.join(f'{k}={v}' for k, v in labels.items())}" if labels else ""
     Console(soft_wrap=True).print(
         f"wrote {output}: shape {'x'.join(map(str, array.shape))}, {array.dtype}, "
-        f"spacing {spacing} mm, axes {''.join(volume.axcodes)}"
+        f"spacing {spacing} mm, axes {''.join(volume.axcodes)}{named}",
+        highlight=False,
     )
 
 

@@ -1,4 +1,9 @@
-"""``medseg predict``: segment a scan, a DICOM series or a folder of cases with a trained model."""
+"""``medseg predict``: segment a scan, a DICOM series, a folder of cases or a manifest's test list.
+
+Multi-channel models read one file (or DICOM series folder) per channel: in a folder, nnU-Net's
+``CASE_0000.nii.gz``, ``CASE_0001.nii.gz``, ... (see :mod:`medseg.inference.cases`); with
+``--manifest M --data-root R``, the channels each test case lists.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medseg.errors import MedsegError
 from medseg.inference.batch import BatchSummary, predict_batch
 from medseg.inference.config import InferConfig, load_infer_config, parse_folds, save_infer_config
+from medseg.inference.output_request import OutputRequest, parse_instance_labels, parse_list
 from medseg.io.outputs import check_output_dir
 from medseg.runtime import distributed as ddp
 
@@ -33,8 +40,14 @@ FLAGS = {
         "device",
         "overwrite",
         "series",
+        "manifest",
+        "data_root",
+        "allow_outside_root",
+        "backend",
+        "instances",
+        "reference",
     )
-}
+} | {"formats": "--format"}
 
 
 def print_summary(summary: BatchSummary, console: Console) -> None:
@@ -58,17 +71,32 @@ def predict(
     model: Path = typer.Option(
         ..., "--model", help="Run directory (plans.json, fold_<k>/) or MONAI bundle directory."
     ),
-    input_path: Path = typer.Option(
-        ...,
+    input_path: Path | None = typer.Option(
+        None,
         "--input",
         help="A NIfTI/NRRD/MHA file, a DICOM series folder, or a folder of cases (every image "
-        "file and every folder of DICOM files is one case).",
+        "file and every folder of DICOM files is one case; for a model of several channels, "
+        "CASE_0000.*, CASE_0001.*, ... are the channels of case CASE). Or use --manifest.",
     ),
     output: Path = typer.Option(
         ...,
         "--output",
         help="Folder for <case>.nii.gz, <case>.json, summary.json/.csv and predict_config.yaml "
         "(checked first: a writable folder, neither --input nor inside it).",
+    ),
+    manifest: Path | None = typer.Option(
+        None,
+        "--manifest",
+        help='Predict this manifest\'s "test" list (cases with all their channels and series, '
+        "named by their ids) instead of --input; needs --data-root.",
+    ),
+    data_root: Path | None = typer.Option(
+        None, "--data-root", help="Folder the --manifest paths start from."
+    ),
+    allow_outside_root: bool | None = typer.Option(
+        None,
+        "--allow-outside-root/--no-allow-outside-root",
+        help="Accept --manifest paths that leave --data-root (refused by default).",
     ),
     config: Path | None = typer.Option(
         None,
@@ -109,13 +137,43 @@ def predict(
     device: str | None = typer.Option(
         None, "--device", help=f"auto, cpu or cuda (default {_D.device})."
     ),
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="torch, onnxruntime or openvino: the ONNX runtimes run each fold's ONNX export "
+        "(made once, cached as RUN/fold_<k>/model.onnx) on the CPU; needs "
+        f"pip install 'medseg[onnx]' (default {_D.backend}).",
+    ),
     overwrite: bool | None = typer.Option(
         None,
         "--overwrite/--no-overwrite",
         help="Redo cases whose outputs exist (default: skip them).",
     ),
     series: str | None = typer.Option(
-        None, "--series", help="DICOM SeriesInstanceUID (or number) for multi-series folders."
+        None,
+        "--series",
+        help="DICOM SeriesInstanceUID (or number) for multi-series folders (channel 0; a "
+        "manifest's per-channel series take precedence).",
+    ),
+    output_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="Outputs per case, comma-separated: nifti (CASE.nii.gz), dicom-seg (CASE_seg.dcm), "
+        "rtstruct (CASE_rtstruct.dcm), e.g. nifti,dicom-seg,rtstruct (default nifti). The DICOM "
+        "ones reference the case's DICOM series (a NIfTI input needs --reference).",
+    ),
+    instances: str | None = typer.Option(
+        None,
+        "--instances",
+        help="Label values or names to split into 26-connected lesion instances, e.g. 5 or "
+        "tumour,5: CASE_instances.nii.gz, CASE_lesions.csv/.json, OUTPUT/lesions.csv/.json; "
+        "with rtstruct one ROI per lesion.",
+    ),
+    reference: Path | None = typer.Option(
+        None,
+        "--reference",
+        help="For NIfTI/NRRD inputs with a DICOM --format: the DICOM series the scan came from, "
+        "or a folder of one series folder per case, named by case id.",
     ),
 ) -> None:
     """Segment scans; masks are written in each scan's own geometry. Exit 1 if a case failed.
@@ -132,12 +190,22 @@ def predict(
         "crf": crf,
         "save_probabilities": save_probabilities,
         "device": device,
+        "backend": backend,
         "overwrite": overwrite,
         "series": series,
+        "manifest": str(manifest) if manifest is not None else None,
+        "data_root": str(data_root) if data_root is not None else None,
+        "allow_outside_root": allow_outside_root,
+        "formats": parse_list(output_format) if output_format is not None else None,
+        "instances": parse_instance_labels(instances) if instances is not None else None,
+        "reference": str(reference) if reference is not None else None,
     }
     # validated here, once; a bad flag value is reported under the flag (--overlap: ...)
     cfg = load_infer_config(config, overrides, flags=FLAGS)
-    check_output_dir(output, flag="--output", inputs=[("--input", input_path), ("--model", model)])
+    _check_source(input_path, cfg)
+    inputs = [("--input", input_path), ("--model", model), ("--manifest", cfg.manifest)]
+    inputs.append(("--reference", cfg.reference))
+    check_output_dir(output, flag="--output", inputs=inputs)
     info = ddp.init(cfg.device, backend="gloo")  # predict gathers per-case results only
     try:
         summary = _run(cfg, model, input_path, output, info)
@@ -167,20 +235,50 @@ def report(summary: BatchSummary, info: ddp.DistInfo) -> int:
     return code
 
 
+def _check_source(input_path: Path | None, cfg: InferConfig) -> None:
+    """Exactly one of ``--input`` and ``--manifest`` (flag or ``--config`` file)."""
+    if input_path is not None and cfg.manifest is not None:
+        raise MedsegError(
+            "--input and --manifest are mutually exclusive: expected a scan or folder of cases "
+            f"(--input) or a manifest's test list (--manifest), found both ({input_path}, "
+            f"{cfg.manifest})"
+        )
+    if input_path is None and cfg.manifest is None:
+        raise MedsegError(
+            "expected --input (a scan or a folder of cases) or --manifest with --data-root, "
+            "found neither"
+        )
+
+
 def _run(
-    cfg: InferConfig, model: Path, input_path: Path, output: Path, info: ddp.DistInfo
+    cfg: InferConfig, model: Path, input_path: Path | None, output: Path, info: ddp.DistInfo
 ) -> BatchSummary:
     """Load the model on this rank's device, record the resolved config, predict the batch."""
-    from medseg.inference.cases import discover_cases
+    from medseg.data.manifest import load_manifest
+    from medseg.inference.cases import check_outputs_apart, discover_cases, manifest_cases
     from medseg.inference.predictor import Predictor
 
-    discover_cases(input_path, exclude=output)  # a bad --input is refused before any output
+    # a bad --input or --manifest is refused before any output
+    listed = None
+    if input_path is not None:
+        discover_cases(input_path, exclude=output)
+    else:
+        root = str(cfg.data_root)
+        listed = load_manifest(str(cfg.manifest), root, allow_outside_root=cfg.allow_outside_root)
     device = ddp.rank_device(cfg.device, info)
     rank_cfg = cfg if device == cfg.device else dataclasses.replace(cfg, device=device)
     predictor = Predictor.from_path(model, config=rank_cfg)
+    OutputRequest.from_predictor(predictor)  # unknown --instances: before predict_config.yaml
+    source: Any = input_path
+    if listed is not None:
+        plans = predictor.plans
+        source = manifest_cases(
+            listed, n_channels=plans.in_channels, channel_names=plans.channel_names
+        )
+        check_outputs_apart(source, output)
     if info.is_main:  # the config as resolved from --config and flags (device not per rank)
         logger.info("resolved config: %s", save_infer_config(cfg, output))
-    return predict_batch(predictor, input_path, output, rank=info.rank, world_size=info.world_size)
+    return predict_batch(predictor, source, output, rank=info.rank, world_size=info.world_size)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from medseg.errors import MedsegError
+from medseg.networks.registry import NETWORKS, network_table
 
 # Run-config key -> the flag that sets it, so that a bad flag value names the flag.
 FLAGS = {
@@ -17,6 +18,7 @@ FLAGS = {
     "data.folds": "--folds",
     "data.allow_outside_root": "--allow-outside-root",
     "plans.model": "--model",
+    "plans.configuration": "--configuration",
     "train.epochs": "--epochs",
     "train.time_limit_minutes": "--time-limit",
     "train.device": "--device",
@@ -45,7 +47,18 @@ def train_command(
         None, "--config", help="YAML run config (data/plans/augment/train)."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="unet | vnet | dynunet | segresnet (default: by device)."
+        None,
+        "--model",
+        help=f"Network: {' | '.join(NETWORKS)}, or auto (default: unet on CPU, dynunet on "
+        "CUDA). The list below says which plans fields each one reads; vnet ignores "
+        "plans.channels (fixed widths; planning logs a warning).",
+    ),
+    configuration: str | None = typer.Option(
+        None,
+        "--configuration",
+        help="3d | 2d | auto (default auto = 3d). 2d: nnU-Net's 2d configuration, a 2D unet "
+        "(CPU) or dynunet (CUDA) run slice by slice along the coarsest axis, larger batches; "
+        "predict stacks the slices back onto the scan's grid.",
     ),
     fold: str | None = typer.Option(
         None, "--fold", help="Fold index, or 'all' to train every fold."
@@ -96,6 +109,7 @@ def train_command(
         "data.fold": _fold_value(fold) if fold is not None else None,
         "data.folds": folds,
         "plans.model": model,
+        "plans.configuration": configuration,
         "train.epochs": epochs,
         "train.time_limit_minutes": time_limit,
         "train.device": device,
@@ -122,4 +136,4 @@ def train_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``train`` to the CLI."""
-    app.command("train")(train_command)
+    app.command("train", epilog="Networks (--model):\n\n" + network_table())(train_command)

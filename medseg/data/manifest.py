@@ -11,6 +11,16 @@ A manifest is a JSON file such as::
       "test": ["./imagesTs/c.nii.gz"]
     }
 
+Several input channels per case: ``"modality"`` (or nnU-Net v2's ``"channel_names"``) names
+them, ``{"0": "CT", "1": "PET"}``, and a case's ``"image"`` is a list of files or DICOM series
+folders, one per channel, or one 4D NIfTI (MSD layout, channels on the last axis). A case may
+also give ``"id"`` (default: the channel 0 file name without extension, or its folder name
+when those collide), ``"series"`` (per channel, the DICOM series to read from a folder
+holding several: UID or 1-based number) and ``"label_map"`` (ROI or segment name, glob
+pattern or ``re:`` regex -> label value, for RTSTRUCT or DICOM-SEG labels; a top-level
+``"label_map"`` applies to every case without its own). ``"labels"`` may also be written the
+nnU-Net v2 way, ``{"background": 0, "tumour": 1}``.
+
 Paths are relative to a data root given separately (``--data-root``), so one manifest
 describes the same data wherever it is stored; absolute paths are used as they are. Every
 path must lie inside the data root once resolved (``..``, absolute paths elsewhere and
@@ -25,34 +35,47 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from medseg.errors import MedsegError
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED_KEYS = ("modality", "labels", "training")
+_REQUIRED_KEYS = ("labels", "training")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One case of a manifest: an image and (for training cases) its label map.
+    """One case of a manifest: its image channels and (for training cases) its label.
 
-    ``case_id`` is the image file name without ``.nii.gz`` or its extension.
+    ``case_id`` is the manifest's ``"id"``, else channel 0's file name without ``.nii.gz`` or
+    its extension. ``image`` is channel 0, ``extra_images`` channels 1.. (:attr:`images`
+    lists all); ``series`` picks a DICOM series per channel (``None``: the only one);
+    ``label`` is a label map file, an RTSTRUCT or a DICOM-SEG, whose ROI/segment names
+    ``label_map`` maps to label values (``(pattern, value)`` pairs, in order).
     """
 
     case_id: str
     image: Path
     label: Path | None
+    extra_images: tuple[Path, ...] = ()
+    series: tuple[str | None, ...] = ()
+    label_map: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def images(self) -> tuple[Path, ...]:
+        """Every input channel's file or folder, channel 0 first."""
+        return (self.image, *self.extra_images)
 
 
 @dataclass(frozen=True)
 class Manifest:
     """A parsed manifest with paths resolved against ``data_root``.
 
-    ``modality`` maps input channel index to its name (e.g. ``{0: "MRI"}``); ``labels`` maps
-    label value to name (``{0: "background", 1: "Anterior", ...}``).
+    ``modality`` maps input channel index to its name (e.g. ``{0: "CT", 1: "PET"}``);
+    ``labels`` maps label value to name (``{0: "background", 1: "Anterior", ...}``).
     """
 
     name: str
@@ -68,6 +91,11 @@ class Manifest:
     def cases(self) -> tuple[Case, ...]:
         """Training cases followed by test cases."""
         return self.training + self.test
+
+    @property
+    def n_channels(self) -> int:
+        """Input channels per case (from ``modality``)."""
+        return len(self.modality)
 
 
 def case_id_from_path(path: str | os.PathLike[str]) -> str:
@@ -131,10 +159,14 @@ def load_manifest(
     if not isinstance(doc, dict):
         raise MedsegError(f"expected a JSON object at the top, found {_kind(doc)}", path)
     missing = [k for k in _REQUIRED_KEYS if k not in doc]
+    if "modality" not in doc and "channel_names" not in doc:
+        missing.insert(0, "modality")
     if missing:
         raise MedsegError(f"missing required key(s) {missing} (MSD dataset.json layout)", path)
-    training = _parse_cases(doc["training"], "training", path, root, need_label=True)
-    test = _parse_cases(doc.get("test", []), "test", path, root, need_label=False)
+    default_map = _label_map(doc.get("label_map"), "label_map", path)
+    training = _parse_cases(doc["training"], "training", path, root, True, default_map)
+    test = _parse_cases(doc.get("test", []), "test", path, root, False, default_map)
+    training, test = _unique_ids(training, test)
     if not allow_outside_root:
         _refuse_outside_root(doc, path, root)
     n_declared = doc.get("numTraining")
@@ -144,8 +176,8 @@ def load_manifest(
         )
     return Manifest(
         name=_string(doc.get("name", path.stem), "name", path),
-        modality=_int_keyed(doc["modality"], "modality", path),
-        labels=_int_keyed(doc["labels"], "labels", path),
+        modality=_int_keyed(_channels(doc), "modality", path),
+        labels=_int_keyed(_labels(doc["labels"]), "labels", path),
         training=training,
         test=test,
         path=path,
@@ -180,11 +212,17 @@ def _refuse_outside_root(doc: dict[str, object], path: Path, root: Path) -> None
         entries = doc.get(key) or []
         for n, entry in enumerate(entries if isinstance(entries, list) else []):
             fields = {"image": entry} if isinstance(entry, str) else entry
-            for name in ("image", "label"):
-                value = fields.get(name)
+            if not isinstance(fields, dict):
+                continue
+            images = fields.get("image")
+            named = (
+                [("image", v) for v in images] if isinstance(images, list) else [("image", images)]
+            )
+            for name, value in [*named, ("label", fields.get("label"))]:
                 why = _outside(value, root) if isinstance(value, str) else None
                 if why is not None:
-                    case = case_id_from_path(fields["image"])
+                    first = named[0][1] if isinstance(named[0][1], str) else "?"
+                    case = fields.get("id") or case_id_from_path(first)
                     lines.append(f"  - [{case}] {key}[{n}].{name}: {value} ({why})")
     if lines:
         raise MedsegError(
@@ -232,15 +270,75 @@ def _path_value(value: object, key: str, path: Path, root: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def _channels(doc: dict[str, object]) -> object:
+    """``modality`` (MSD) or ``channel_names`` (nnU-Net v2)."""
+    return doc["modality"] if "modality" in doc else doc["channel_names"]
+
+
+def _labels(value: object) -> object:
+    """MSD ``{"0": "background"}`` as is; nnU-Net v2 ``{"background": 0}`` inverted."""
+    if (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
+    ):
+        return {str(v): k for k, v in value.items()}
+    return value
+
+
+def _label_map(value: object, key: str, path: Path) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not value:
+        raise MedsegError(
+            f"{key}: expected an object {{ROI name or pattern: label value}}, found {_kind(value)}",
+            path,
+        )
+    out = []
+    for name, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise MedsegError(
+                f"{key}[{name!r}]: expected a label value >= 1, found {_kind(v)}", path
+            )
+        out.append((str(name), int(v)))
+    return tuple(out)
+
+
+def _image_paths(value: object, where: str, path: Path, root: Path) -> list[Path]:
+    if isinstance(value, list):
+        if not value:
+            raise MedsegError(f"{where}.image: expected one path per channel, found []", path)
+        return [_path_value(v, f"{where}.image[{n}]", path, root) for n, v in enumerate(value)]
+    return [_path_value(value, f"{where}.image", path, root)]
+
+
+def _series(value: object, n: int, where: str, path: Path) -> tuple[str | None, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    if len(items) > n or not all(v is None or isinstance(v, str | int) for v in items):
+        raise MedsegError(
+            f"{where}.series: expected a series UID or number per channel ({n}), found "
+            f"{_kind(value)}",
+            path,
+        )
+    return tuple(None if v is None else str(v) for v in items)
+
+
 def _parse_cases(
-    entries: object, key: str, path: Path, root: Path, *, need_label: bool
+    entries: object,
+    key: str,
+    path: Path,
+    root: Path,
+    need_label: bool,
+    default_map: tuple[tuple[str, int], ...] = (),
 ) -> tuple[Case, ...]:
     if not isinstance(entries, list):
         raise MedsegError(f"{key}: expected a list, found {_kind(entries)}", path)
     cases = []
     for n, entry in enumerate(entries):
         where = f"{key}[{n}]"
-        if isinstance(entry, str) and not need_label:  # MSD test lists are bare paths
+        if isinstance(entry, str | list) and not need_label:  # MSD test lists: bare paths
             entry = {"image": entry}
         if not isinstance(entry, dict):
             raise MedsegError(
@@ -249,9 +347,40 @@ def _parse_cases(
         if "image" not in entry or (need_label and "label" not in entry):
             need = "'image' and 'label'" if need_label else "'image'"
             raise MedsegError(f"{where}: expected keys {need}, found {sorted(entry)}", path)
-        image = _path_value(entry["image"], f"{where}.image", path, root)
+        images = _image_paths(entry["image"], where, path, root)
         label = None
         if entry.get("label") is not None or need_label:
             label = _path_value(entry.get("label"), f"{where}.label", path, root)
-        cases.append(Case(case_id=case_id_from_path(image), image=image, label=label))
+        case_id = entry.get("id", case_id_from_path(images[0]))
+        cases.append(
+            Case(
+                case_id=_string(case_id, f"{where}.id", path),
+                image=images[0],
+                label=label,
+                extra_images=tuple(images[1:]),
+                series=_series(entry.get("series"), len(images), where, path),
+                label_map=_label_map(entry.get("label_map"), f"{where}.label_map", path)
+                or default_map,
+            )
+        )
     return tuple(cases)
+
+
+def _unique_ids(
+    training: tuple[Case, ...], test: tuple[Case, ...]
+) -> tuple[tuple[Case, ...], tuple[Case, ...]]:
+    """Cases whose file-name ids collide (``A/CT.nii.gz``, ``B/CT.nii.gz``) take the folder name.
+
+    Only when the folder names are unique themselves; explicit ``"id"`` values stay.
+    """
+    every = training + test
+    counts = Counter(c.case_id for c in every)
+    parents = Counter(c.image.parent.name for c in every)
+
+    def fix(c: Case) -> Case:
+        derived = c.case_id == case_id_from_path(c.image)
+        if counts[c.case_id] > 1 and derived and parents[c.image.parent.name] == 1:
+            return replace(c, case_id=c.image.parent.name)
+        return c
+
+    return tuple(fix(c) for c in training), tuple(fix(c) for c in test)

@@ -18,10 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.loading import load_case_image, load_case_label
 from medseg.data.manifest import Case, Manifest
 from medseg.errors import MedsegError
 from medseg.io import affines_match, load_volume
+from medseg.io.channels import DEFAULT_MIN_OVERLAP
 from medseg.io.geometry import world_coordinates
+from medseg.io.labels import is_dicom_label_object
+from medseg.io.nifti import is_nifti
+from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -90,13 +95,16 @@ def validate_manifest(
     check_values: bool = True,
     max_workers: int | None = None,
     on_case: Callable[[Case], None] | None = None,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> ValidationReport:
     """Open every file of a manifest and report every problem at once.
 
     Checks: duplicate case ids and duplicate paths; missing and unreadable files; image and
     label of a case on the same grid (shape, and affine within ``tolerance_mm`` at the voxel
-    corners, RAS mm); label values that are integers named in ``manifest.labels``; a single
-    input channel (multi-channel images are not supported yet). Files are only read.
+    corners, RAS mm); label values that are integers named in ``manifest.labels``; every
+    input channel readable and covering at least ``min_overlap`` of channel 0's field of
+    view (:mod:`medseg.io.channels`); RTSTRUCT and DICOM-SEG labels rasterised onto channel
+    0's grid with the case's ``label_map``. Files are only read.
 
     Parameters
     ----------
@@ -110,6 +118,8 @@ def validate_manifest(
         Reader threads (zlib and numpy release the GIL); default ``min(8, 2 * cpus)``.
     on_case
         Called after each case is checked (progress bars).
+    min_overlap
+        Smallest share of channel 0's field of view each other channel must cover.
 
     Returns
     -------
@@ -123,7 +133,7 @@ def validate_manifest(
     workers = max_workers or min(8, 2 * (os.cpu_count() or 1))
 
     def work(case: Case) -> tuple[list[Problem], set[int]]:
-        result = _check_case(case, manifest.labels, tolerance_mm, check_values)
+        result = _check_case(case, manifest, tolerance_mm, check_values, min_overlap)
         if on_case is not None:
             on_case(case)
         return result
@@ -145,16 +155,17 @@ def _structure_problems(manifest: Manifest) -> list[Problem]:
         problems.append(
             Problem(None, manifest.path, "expected labelled training cases, found none")
         )
-    if len(manifest.modality) != 1:
-        problems.append(
-            Problem(
-                None,
-                manifest.path,
-                f"modality declares {len(manifest.modality)} channels "
-                f"{list(manifest.modality.values())}; medseg reads single-channel images only "
-                "for now (expected 1 channel)",
+    for case in manifest.cases:
+        n = len(case.images)
+        if n != manifest.n_channels and not (n == 1 and is_nifti(case.image)):
+            problems.append(
+                Problem(
+                    case.case_id,
+                    case.image,
+                    f"expected {manifest.n_channels} image channel(s) "
+                    f"{list(manifest.modality.values())} (the manifest's modality), found {n}",
+                )
             )
-        )
     for what, counts in _duplicates(manifest).items():
         for value, n in counts.items():
             problems.append(
@@ -170,7 +181,7 @@ def _structure_problems(manifest: Manifest) -> list[Problem]:
 def _duplicates(manifest: Manifest) -> dict[str, dict[str, int]]:
     ids = Counter(c.case_id for c in manifest.cases)
     paths = Counter(
-        os.path.normpath(p) for c in manifest.cases for p in (c.image, c.label) if p is not None
+        os.path.normpath(p) for c in manifest.cases for p in (*c.images, c.label) if p is not None
     )
     return {
         "case id": {k: n for k, n in ids.items() if n > 1},
@@ -179,13 +190,30 @@ def _duplicates(manifest: Manifest) -> dict[str, dict[str, int]]:
 
 
 def _check_case(
-    case: Case, labels: Mapping[int, str], tolerance_mm: float, check_values: bool
+    case: Case,
+    manifest: Manifest,
+    tolerance_mm: float,
+    check_values: bool,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
 ) -> tuple[list[Problem], set[int]]:
     problems: list[Problem] = []
-    image = _read(case, case.image, problems, allow_empty=False)
-    label = None if case.label is None else _read(case, case.label, problems, allow_empty=True)
-    if image is None or label is None or case.label is None:
+    image = _read_image(case, manifest.n_channels, min_overlap, problems)
+    label = None
+    if case.label is not None and _exists(case, case.label, problems):
+        label = _read_label(case, image, problems)
+    if label is None or case.label is None:
         return problems, set()
+    if image is not None:
+        _check_grid(case, image, label, tolerance_mm, problems)
+    if not check_values:
+        return problems, set()
+    return problems, _check_values(case, label, manifest.labels, problems)
+
+
+def _check_grid(
+    case: Case, image: Volume, label: Volume, tolerance_mm: float, problems: list[Problem]
+) -> None:
+    assert case.label is not None
     if image.spatial_shape != label.spatial_shape:
         problems.append(
             Problem(
@@ -206,8 +234,13 @@ def _check_case(
                 "same spacing, origin and direction)",
             )
         )
-    if not check_values:
-        return problems, set()
+
+
+def _check_values(
+    case: Case, label: Volume, labels: Mapping[int, str], problems: list[Problem]
+) -> set[int]:
+    """Label values: integers, each named in the manifest's ``labels``."""
+    assert case.label is not None
     values = np.unique(label.array)
     if np.issubdtype(values.dtype, np.floating) and np.any(values != np.round(values)):
         bad = values[values != np.round(values)]
@@ -231,18 +264,47 @@ def _check_case(
                 f"(expected values in {sorted(labels)})",
             )
         )
-    return problems, ints
+    return ints
 
 
-def _read(case: Case, path: Path, problems: list[Problem], *, allow_empty: bool) -> Any:
-    if not path.exists():
-        kind = "image" if path == case.image else "label"
-        problems.append(Problem(case.case_id, path, f"file not found (expected the {kind} file)"))
+def _exists(case: Case, path: Path, problems: list[Problem]) -> bool:
+    if path.exists():
+        return True
+    if path == case.label:
+        kind = "label file"
+    elif len(case.images) > 1:
+        kind = f"image file of channel {case.images.index(path)}"
+    else:
+        kind = "image file"
+    problems.append(Problem(case.case_id, path, f"file not found (expected the {kind})"))
+    return False
+
+
+def _read_image(
+    case: Case, n_channels: int, min_overlap: float, problems: list[Problem]
+) -> Volume | None:
+    if not all([_exists(case, p, problems) for p in case.images]):
         return None
     try:
-        return load_volume(path, allow_empty=allow_empty)
+        return load_case_image(case, n_channels, min_overlap=min_overlap)
     except MedsegError as exc:
-        problems.append(Problem(case.case_id, path, f"unreadable: {exc.message}"))
+        problems.append(
+            Problem(case.case_id, Path(exc.path or case.image), f"unreadable: {exc.message}")
+        )
+        return None
+
+
+def _read_label(case: Case, image: Volume | None, problems: list[Problem]) -> Volume | None:
+    assert case.label is not None
+    try:
+        if image is None:  # still report an unreadable label map; contours need the image
+            if is_dicom_label_object(case.label):
+                return None
+            return load_volume(case.label, allow_empty=True)
+            return load_volume(case.label, allow_empty=True)
+        return load_case_label(case, image)
+    except MedsegError as exc:
+        problems.append(Problem(case.case_id, case.label, f"unreadable: {exc.message}"))
         return None
 
 

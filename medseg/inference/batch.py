@@ -1,72 +1,57 @@
-"""Batch prediction over a folder of cases: resumable, atomic, one failure does not stop the rest.
+"""Batch prediction over a folder of cases (or a manifest's test list): resumable, atomic, one
+failure does not stop the rest.
 
-For each case ``<name>``, ``OUTPUT/<name>.nii.gz`` (the mask on the scan's grid) and
-``OUTPUT/<name>.json`` (label names, volume per label in ml and mm^3, timings, model identity) are
-written atomically, the sidecar last: a case whose two files exist is complete and is skipped
-unless ``overwrite``. ``OUTPUT/summary.json`` and ``summary.csv`` list every case, failures
-included. The next case is read and preprocessed in a background thread while the current one
-computes. Under ``torchrun`` rank ``r`` of ``w`` takes cases ``r::w``; rank 0 writes the
+For each case ``<name>``, ``OUTPUT/<name>.nii.gz`` (the mask on the scan's grid), the other
+requested files (DICOM-SEG, RTSTRUCT, lesion instances and tables:
+:mod:`medseg.inference.case_outputs`) and ``OUTPUT/<name>.json`` (label names, volume per label
+in ml and mm^3, timings, model identity, every file written) are written atomically, the
+sidecar last (an old one is removed first): a case whose sidecar and requested files all exist
+is complete and is skipped unless ``overwrite``. ``OUTPUT/summary.json`` and ``summary.csv``
+list every case, failures included; with lesion instances, ``OUTPUT/lesions.csv`` / ``.json``
+every case's lesions. The next case is read and preprocessed in a background thread while the
+current one computes. Under ``torchrun`` rank ``r`` of ``w`` takes cases ``r::w``; rank 0 writes the
 summary after gathering every rank's results.
+
+A case is read with :func:`medseg.io.channels.load_channels`: one file or DICOM folder per
+input channel of the model, channels 1.. resampled onto channel 0's grid, so the mask is on
+channel 0's grid. ``InferConfig.series`` picks channel 0's DICOM series where the case itself
+(a manifest's ``"series"``) names none.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from medseg.errors import MedsegError
-from medseg.inference.cases import CaseInput, discover_cases
+from medseg.inference.batch_summary import BatchSummary, CaseResult, write_summary
+from medseg.inference.case_outputs import CaseOutputs, write_case_outputs, write_folder_lesions
+from medseg.inference.cases import CaseInput, check_outputs_apart, discover_cases
+from medseg.inference.output_request import OutputRequest, case_complete, dicom_reference
 from medseg.inference.predictor import Prediction, Predictor, Preprocessed
-from medseg.inference.writers import mask_volumes_ml, mask_volumes_mm3, write_probabilities
-from medseg.io import load_volume, save_mask
+from medseg.inference.writers import mask_volumes_ml, mask_volumes_mm3
 from medseg.io.atomic import atomic_write_text
+from medseg.io.channels import load_channels
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class CaseResult:
-    """Outcome of one case (``status``: ``done``, ``skipped`` or ``failed``)."""
-
-    name: str
-    input: str
-    status: str
-    seconds: float = 0.0
-    mask: str = ""
-    error: str = ""
-    volumes_ml: dict[str, float] = field(default_factory=dict)
-    volumes_mm3: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class BatchSummary:
-    """Every case's result plus totals; ``failed`` lists the failures."""
-
-    results: list[CaseResult]
-    output: Path
-    seconds: float
-
-    @property
-    def failed(self) -> list[CaseResult]:
-        """Cases that raised an error."""
-        return [r for r in self.results if r.status == "failed"]
-
-    def counts(self) -> dict[str, int]:
-        """Number of cases per status."""
-        out = {"done": 0, "skipped": 0, "failed": 0}
-        for r in self.results:
-            out[r.status] = out.get(r.status, 0) + 1
-        return out
+__all__ = [
+    "BatchSummary",
+    "CaseResult",
+    "is_complete",
+    "output_paths",
+    "predict_batch",
+    "predict_cases",
+    "write_summary",
+]
 
 
 def output_paths(output: Path, name: str) -> tuple[Path, Path]:
@@ -74,8 +59,13 @@ def output_paths(output: Path, name: str) -> tuple[Path, Path]:
     return output / f"{name}.nii.gz", output / f"{name}.json"
 
 
-def is_complete(output: Path, name: str) -> bool:
-    """True when both the mask and its sidecar exist (the sidecar is written last)."""
+def is_complete(output: Path, name: str, request: OutputRequest | None = None) -> bool:
+    """True when the sidecar (written last) and every requested output of the case exist.
+
+    ``request`` ``None``: the mask and the sidecar (the default outputs).
+    """
+    if request is not None:
+        return case_complete(output, name, request)
     mask, sidecar = output_paths(output, name)
     return mask.is_file() and sidecar.is_file()
 
@@ -83,8 +73,24 @@ def is_complete(output: Path, name: str) -> bool:
 Loaded = tuple[Volume, Preprocessed]
 
 
+def channel_series(case: CaseInput, series: str | None) -> list[str | None]:
+    """Per channel, the DICOM series to read: the case's own, else ``series`` for channel 0."""
+    picks: list[str | None] = [None] * len(case.paths)
+    for n, s in enumerate(case.series[: len(picks)]):
+        picks[n] = s
+    if picks[0] is None and case.is_dicom:
+        picks[0] = series
+    return picks
+
+
 def _load(predictor: Predictor, case: CaseInput, series: str | None) -> Loaded:
-    volume = load_volume(case.path, series=series if case.is_dicom else None)
+    if case.problem:  # found by discovery (a missing or extra channel): this case fails
+        raise MedsegError(case.problem, case.path)
+    volume = load_channels(
+        case.paths, series=channel_series(case, series), n_channels=predictor.plans.in_channels
+    )
+    # Preprocessing never changes ``volume`` (tests/preprocessing/test_pipeline_channels.py):
+    # the lesion tables measure its own intensities.
     return volume, predictor.preprocess(volume)
 
 
@@ -103,7 +109,12 @@ def _prefetched(
 
 
 def _sidecar(
-    case: CaseInput, volume: Volume, prediction: Prediction, predictor: Predictor, load_s: float
+    case: CaseInput,
+    volume: Volume,
+    prediction: Prediction,
+    predictor: Predictor,
+    load_s: float,
+    written: CaseOutputs,
 ) -> dict[str, Any]:
     from medseg import __version__
 
@@ -112,10 +123,14 @@ def _sidecar(
     # "preprocess" ran in the background thread when prefetched.
     timings = {"wait_for_input": round(load_s, 4)}
     timings |= {k: round(v, 4) for k, v in prediction.timings.items()}
+    timings |= written.timings
+    mask = f"{case.name}.nii.gz"
     return {
         "case": case.name,
         "input": str(case.path),
-        "mask": f"{case.name}.nii.gz",
+        "inputs": [str(p) for p in case.paths],
+        "channels": list(predictor.plans.channel_names),
+        "mask": mask if mask in written.files else "",
         "labels": {str(k): v for k, v in sorted(predictor.label_names.items())},
         "volumes_ml": mask_volumes_ml(prediction.mask, predictor.label_names),
         "volumes_mm3": mask_volumes_mm3(prediction.mask, predictor.label_names),
@@ -133,24 +148,28 @@ def _sidecar(
             "postprocessing": prediction.postprocessing,
         },
         "medseg_version": __version__,
+        **written.sidecar(),
     }
 
 
 def _run_case(
-    predictor: Predictor, case: CaseInput, future: Future[Loaded], output: Path
+    predictor: Predictor,
+    case: CaseInput,
+    future: Future[Loaded],
+    output: Path,
+    request: OutputRequest,
 ) -> CaseResult:
     start = time.perf_counter()
     try:
+        # a NIfTI case without its DICOM reference fails here, before it is predicted
+        reference = dicom_reference(case, request) if request.dicom else None
         volume, pre = future.result()
         load_s = time.perf_counter() - start
-        pred = predictor.predict(
-            volume, preprocessed=pre, with_probabilities=predictor.config.save_probabilities
-        )
-        mask_path, sidecar_path = output_paths(output, case.name)
-        save_mask(pred.mask, volume, mask_path)
-        if pred.probabilities is not None:
-            write_probabilities(pred.probabilities, output / f"{case.name}_probabilities.nii.gz")
-        info = _sidecar(case, volume, pred, predictor, load_s)
+        pred = predictor.predict(volume, preprocessed=pre, with_probabilities=request.probabilities)
+        _, sidecar_path = output_paths(output, case.name)
+        sidecar_path.unlink(missing_ok=True)  # the case is incomplete until its new sidecar
+        written = write_case_outputs(predictor, request, case, volume, pred, output, reference)
+        info = _sidecar(case, volume, pred, predictor, load_s, written)
         info["timings_s"]["total"] = round(time.perf_counter() - start, 4)
         atomic_write_text(sidecar_path, json.dumps(info, indent=2))
     except MedsegError as exc:
@@ -174,9 +193,11 @@ def _run_case(
         str(case.path),
         "done",
         seconds,
-        mask_path.name,
+        info["mask"],
         volumes_ml=info["volumes_ml"],
         volumes_mm3=info["volumes_mm3"],
+        files=written.files,
+        warnings=written.warnings,
     )
 
 
@@ -191,9 +212,11 @@ def _skipped(case: CaseInput, output: Path) -> CaseResult:
         case.name,
         str(case.path),
         "skipped",
-        mask=mask.name,
+        mask=str(info.get("mask", mask.name)),
         volumes_ml=info.get("volumes_ml", {}),
         volumes_mm3=info.get("volumes_mm3", {}),  # absent in sidecars of older versions
+        files=list(info.get("files", [mask.name])),
+        warnings=list(info.get("warnings", [])),
     )
 
 
@@ -237,17 +260,22 @@ def predict_cases(
     output: Path,
     *,
     progress: bool = True,
+    request: OutputRequest | None = None,
 ) -> list[CaseResult]:
-    """Predict ``cases`` into ``output``; never raises for a single case's failure."""
+    """Predict ``cases`` into ``output``; never raises for a single case's failure.
+
+    ``request``: the outputs to write (default: as ``predictor.config`` asks).
+    """
     cfg = predictor.config
-    todo = [c for c in cases if cfg.overwrite or not is_complete(output, c.name)]
+    request = request or OutputRequest.from_predictor(predictor)
+    todo = [c for c in cases if cfg.overwrite or not is_complete(output, c.name, request)]
     results = {c.name: _skipped(c, output) for c in cases if c not in todo}
     for name in results:
         logger.info("%s: outputs exist, skipped (use --overwrite to redo)", name)
     bar = _Progress(len(todo), progress)
     try:
         for n, (case, future) in enumerate(_prefetched(predictor, todo, cfg.series, cfg.prefetch)):
-            result = _run_case(predictor, case, future, output)
+            result = _run_case(predictor, case, future, output, request)
             results[case.name] = result
             bar.advance(result)
             logger.info(
@@ -265,7 +293,7 @@ def predict_cases(
 
 def predict_batch(
     predictor: Predictor,
-    input_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | Sequence[CaseInput],
     output: str | os.PathLike[str],
     *,
     rank: int = 0,
@@ -278,9 +306,12 @@ def predict_batch(
     ----------
     predictor
         The loaded model; its ``config`` holds ``overwrite``, ``series``, ``prefetch``,
-        ``save_probabilities``.
+        ``save_probabilities``, ``formats``, ``instances``, ``reference``; its plans the
+        input channels a case needs.
     input_path
-        An image file, a DICOM series folder, or a folder of cases.
+        An image file, a DICOM series folder, or a folder of cases (discovered with
+        :func:`~medseg.inference.cases.discover_cases` for the model's channels); or the
+        cases themselves (e.g. :func:`~medseg.inference.cases.manifest_cases`).
     output
         Output folder (created). Cases already complete there are skipped unless
         ``predictor.config.overwrite``.
@@ -296,10 +327,21 @@ def predict_batch(
     """
     start = time.perf_counter()
     out = Path(output)
-    cases = discover_cases(input_path, exclude=out)  # a bad --input fails before any output
+    request = OutputRequest.from_predictor(predictor)  # unknown --instances: before any work
+    if isinstance(input_path, str | os.PathLike):
+        plans = predictor.plans  # a bad --input fails before any output
+        cases = discover_cases(
+            input_path,
+            exclude=out,
+            n_channels=plans.in_channels,
+            channel_names=plans.channel_names,
+        )
+    else:
+        cases = list(input_path)
+    check_outputs_apart(cases, out)
     out.mkdir(parents=True, exist_ok=True)
     mine = cases[rank::world_size]
-    results = predict_cases(predictor, mine, out, progress=progress and rank == 0)
+    results = predict_cases(predictor, mine, out, progress=progress and rank == 0, request=request)
     if world_size > 1:
         import torch.distributed as dist
 
@@ -311,48 +353,12 @@ def predict_batch(
     if rank == 0:
         try:
             write_summary(summary, predictor)
+            if request.instance_labels:  # every case's table, those of skipped cases too
+                write_folder_lesions([r.name for r in results if r.status != "failed"], out)
         except OSError as exc:
             raise MedsegError(
-                f"cannot write summary.json/summary.csv: expected a writable output folder, "
-                f"found {exc.strerror or exc}",
+                f"cannot write summary.json/summary.csv/lesions.csv: expected a writable "
+                f"output folder, found {exc.strerror or exc}",
                 out,
             ) from exc
     return summary
-
-
-def write_summary(summary: BatchSummary, predictor: Predictor | None = None) -> None:
-    """Write ``summary.json`` and ``summary.csv`` into the output folder (atomically)."""
-    rows = [asdict(r) for r in summary.results]
-    payload = {
-        "output": str(summary.output),
-        "seconds": round(summary.seconds, 3),
-        "counts": summary.counts(),
-        "failures": [{"case": r.name, "input": r.input, "error": r.error} for r in summary.failed],
-        "model": predictor.identity if predictor else {},
-        "cases": rows,
-    }
-    atomic_write_text(summary.output / "summary.json", json.dumps(payload, indent=2))
-    names: list[str] = []
-    for r in summary.results:
-        names.extend(n for n in r.volumes_ml if n not in names)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        [
-            "case",
-            "status",
-            "seconds",
-            "input",
-            "mask",
-            "error",
-            *[f"{n}_ml" for n in names],
-            *[f"{n}_mm3" for n in names],
-        ]
-    )
-    for r in summary.results:
-        vols = [r.volumes_ml.get(n, "") for n in names]
-        vols_mm3 = [r.volumes_mm3.get(n, "") for n in names]
-        writer.writerow(
-            [r.name, r.status, f"{r.seconds:.3f}", r.input, r.mask, r.error, *vols, *vols_mm3]
-        )
-    atomic_write_text(summary.output / "summary.csv", buf.getvalue())

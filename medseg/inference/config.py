@@ -14,11 +14,20 @@ top-level keys are the fields of :class:`InferConfig` (no section), every key op
     fp16_threshold_mvox: 64.0
     slab_mvox: 4.0
     postprocess: auto      # auto | none
+    body_crop: auto        # auto (on for CT models) | true | false
     crf: null              # null: as decided after training; true / false: force on / off
     save_probabilities: false
     overwrite: false
     series: null
     prefetch: true
+    manifest: null         # a manifest whose "test" list to predict (instead of --input)
+    data_root: null        # the folder the manifest's paths start from
+                           # (both relative to the working directory, as the flags are)
+    allow_outside_root: false
+    backend: torch         # torch | onnxruntime | openvino
+    formats: [nifti]       # any of nifti, dicom-seg, rtstruct
+    instances: []          # label values or names split into lesion instances
+    reference: null        # DICOM series (or folder of per-case series) for NIfTI inputs
 
 Command-line flags override the fields they name, only when given. The resolved config is
 written to ``OUTPUT/predict_config.yaml`` and can be passed back to ``--config``.
@@ -37,11 +46,15 @@ from medseg.errors import MedsegError
 Accumulation = Literal["auto", "float16", "float32"]
 PostprocessMode = Literal["auto", "none"]
 Checkpoint = Literal["best", "last"]
+Backend = Literal["torch", "onnxruntime", "openvino"]
+OutputFormat = Literal["nifti", "dicom-seg", "rtstruct"]
+OUTPUT_FORMATS: tuple[str, ...] = typing.get_args(OutputFormat)
 RESOLVED_NAME = "predict_config.yaml"
 _LITERALS: dict[str, Any] = {
     "checkpoint": Checkpoint,
     "accumulation": Accumulation,
     "postprocess": PostprocessMode,
+    "backend": Backend,
 }
 
 
@@ -80,14 +93,42 @@ class InferConfig:
     crf
         Force the dense CRF on (``True``) or off (``False``); ``None`` follows the run's
         decision.
+    body_crop
+        Crop each scan to the body (CT: above -500 HU, largest component, 10 mm margin; see
+        :mod:`medseg.preprocessing.body_crop`) before the sliding window; outside it the mask
+        is background. ``"auto"``: on when the model's channel 0 is CT.
     save_probabilities
         Also write ``<case>_probabilities.nii.gz`` (4D, classes last, on the source grid).
     overwrite
         Recompute cases whose outputs already exist.
     series
-        DICOM SeriesInstanceUID (or 1-based number) when a folder holds several series.
+        DICOM SeriesInstanceUID (or 1-based number) when a folder holds several series: of
+        channel 0 (the only channel of a one-channel model); a manifest's per-channel
+        ``"series"`` takes precedence.
     prefetch
         Load and preprocess the next case in a background thread during compute.
+    manifest
+        A manifest (MSD ``dataset.json`` layout) whose ``"test"`` cases are predicted, each
+        with all its channels and series, named by its id; instead of a folder of cases.
+    data_root
+        Folder the manifest's relative paths start from (needed with ``manifest``).
+    allow_outside_root
+        Accept manifest paths that leave ``data_root`` (refused by default).
+    backend
+        What runs the networks: ``torch``, or their ONNX export (made once per checkpoint,
+        cached as ``RUN_DIR/fold_<k>/model.onnx``; a bundle's ``models/model.onnx``) run by
+        ``onnxruntime`` or ``openvino`` on the CPU (``pip install 'medseg[onnx]'``).
+    formats
+        What to write per case, any of ``"nifti"`` (``CASE.nii.gz``), ``"dicom-seg"``
+        (``CASE_seg.dcm``) and ``"rtstruct"`` (``CASE_rtstruct.dcm``); the DICOM ones
+        reference the case's DICOM series (:mod:`medseg.inference.case_outputs`).
+    instances
+        Label values or names (of the model's labels) split into connected lesion instances:
+        ``CASE_instances.nii.gz``, ``CASE_lesions.csv/.json`` and the folder's
+        ``lesions.csv/.json``; ``()``: none.
+    reference
+        For NIfTI/NRRD inputs with a DICOM format: the DICOM series folder the scans came
+        from, or a folder holding one series folder per case, named by case id.
     """
 
     folds: tuple[int, ...] = ()
@@ -102,10 +143,23 @@ class InferConfig:
     slab_mvox: float = 4.0
     postprocess: PostprocessMode = "auto"
     crf: bool | None = None
+    body_crop: bool | Literal["auto"] = "auto"
     save_probabilities: bool = False
     overwrite: bool = False
     series: str | None = None
     prefetch: bool = True
+    manifest: str | None = None
+    data_root: str | None = None
+    allow_outside_root: bool = False
+    # torch: fastest end to end in benchmarks/onnx_backends.py (one process, interleaved,
+    # `medseg predict` per side; light UNet 16..256, patch 64x64x48, CT phantom 192x192x96 at
+    # 1.5x1.5x3 mm -> 185x145x96 preprocessed, 60 windows; 2 threads on 2 shared cores, load
+    # average 5.9-6.3): s/case torch 8.8, openvino 9.8, onnxruntime 11.4, plain MONAI 39.5;
+    # and it needs no optional package. Measured once more at 128x128x64: 2.25 / 2.25 / 3.0.
+    backend: Backend = "torch"
+    formats: tuple[OutputFormat, ...] = ("nifti",)
+    instances: tuple[int | str, ...] = ()
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         """Raise :class:`MedsegError` naming the first out-of-range field.
@@ -116,7 +170,7 @@ class InferConfig:
         consumer (``Predictor``, ``medseg predict``) needs to check it again. There is no
         ``validate()`` method on purpose: ``from_dict`` would call it a second time.
         """
-        for name in ("checkpoint", "accumulation", "postprocess"):
+        for name in ("checkpoint", "accumulation", "postprocess", "backend"):
             allowed = typing.get_args(_LITERALS[name])
             if getattr(self, name) not in allowed:
                 raise MedsegError(
@@ -128,15 +182,50 @@ class InferConfig:
             raise MedsegError(f"infer.sw_batch_size: expected >= 1, found {self.sw_batch_size}")
         if self.sigma_scale <= 0:
             raise MedsegError(f"infer.sigma_scale: expected > 0, found {self.sigma_scale}")
+        if self.body_crop not in (True, False, "auto"):
+            raise MedsegError(
+                f"infer.body_crop: expected auto, true or false, found {self.body_crop!r}"
+            )
         if self.slab_mvox <= 0:
             raise MedsegError(f"infer.slab_mvox: expected > 0, found {self.slab_mvox}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise MedsegError(f"infer.device: expected auto, cpu or cuda, found {self.device!r}")
         if any(f < 0 for f in self.folds):
             raise MedsegError(f"infer.folds: expected fold numbers >= 0, found {self.folds}")
+        if (self.manifest is None) != (self.data_root is None):
+            given, other = ("manifest", "data_root") if self.manifest else ("data_root", "manifest")
+            raise MedsegError(
+                f"infer.{given}: expected {other} as well (a manifest's paths start from its "
+                f"data root), found {given} alone"
+            )
         if self.fp16_threshold_mvox < 0:
             raise MedsegError(
                 f"infer.fp16_threshold_mvox: expected >= 0, found {self.fp16_threshold_mvox}"
+            )
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """``formats``, ``instances`` and ``reference`` (label names are checked against the
+        model later, by :class:`medseg.inference.output_request.OutputRequest`)."""
+        bad = [f for f in self.formats if f not in OUTPUT_FORMATS]
+        if not self.formats or bad or len(set(self.formats)) != len(self.formats):
+            raise MedsegError(
+                f"infer.formats: expected distinct formats among {list(OUTPUT_FORMATS)} (at "
+                f"least one), found {list(self.formats)}"
+            )
+        names = [str(v) for v in self.instances]
+        if any(
+            isinstance(v, bool) or (isinstance(v, int) and v < 1) or (isinstance(v, str) and not v)
+            for v in self.instances
+        ) or len(set(names)) != len(names):
+            raise MedsegError(
+                "infer.instances: expected distinct label values >= 1 or label names, found "
+                f"{list(self.instances)}"
+            )
+        if self.reference is not None and not set(self.formats) & {"dicom-seg", "rtstruct"}:
+            raise MedsegError(
+                "infer.reference: expected only with a DICOM format (dicom-seg or rtstruct: "
+                f"the series they reference), found formats {list(self.formats)}"
             )
 
 

@@ -1,5 +1,9 @@
 """``Predictor``: a trained run (or bundle) that turns a scan into a mask on the scan's own grid.
 
+A volume is one scan ``(I, J, K)`` for a one-channel model, or ``(C, I, J, K)`` with
+``C == plans.in_channels`` (channels on channel 0's grid, as
+:func:`medseg.io.channels.load_channels` reads them); the mask is on that grid.
+
 Pipeline per volume: the run's preprocessing (``medseg.preprocessing.pipeline``:
 orientation to RAS, foreground crop, normalisation, resampling to the plans' spacing) ->
 sliding-window probabilities averaged over folds and mirrorings -> mapping back to the
@@ -16,9 +20,10 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +34,17 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.inference.config import InferConfig
-from medseg.inference.sliding import resample_to_source, sliding_probabilities
+from medseg.inference.sliding import (
+    probabilities_in_box,
+    resample_to_source,
+    sliding_probabilities,
+)
 from medseg.io.volume import Volume
 from medseg.networks.loading import LoadedModels, load_models
 from medseg.planning.plans import Plans
+from medseg.preprocessing.body_crop import crop_to_body
 from medseg.preprocessing.pipeline import preprocessing_transforms
+from medseg.preprocessing.streamed import apply_preprocessing
 from medseg.runtime.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -63,7 +74,7 @@ class Prediction:
 
 @dataclass
 class Preprocessed:
-    """A preprocessed image ``(1, X, Y, Z)`` (RAS, plans spacing) and its voxel-to-RAS affine.
+    """A preprocessed image ``(C, X, Y, Z)`` (RAS, plans spacing) and its voxel-to-RAS affine.
 
     ``image`` is float32, or float16 when the probability map will be accumulated in float16.
     """
@@ -79,7 +90,8 @@ class Predictor:
     Parameters
     ----------
     models
-        Networks in eval mode, mapping ``(B, 1, X, Y, Z)`` to logits ``(B, C, X, Y, Z)``.
+        Networks in eval mode, mapping ``(B, plans.in_channels, X, Y, Z)`` to logits
+        ``(B, classes, X, Y, Z)``.
     plans
         The plans the networks were trained with (preprocessing, patch size, labels).
     config
@@ -117,12 +129,24 @@ class Predictor:
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_loaded(cls, loaded: LoadedModels, config: InferConfig | None = None) -> Predictor:
-        """Build from :func:`medseg.networks.loading.load_models` output."""
+        """Build from :func:`medseg.networks.loading.load_models` output.
+
+        ``config.backend`` other than ``torch`` runs each network's ONNX export (exported
+        once, :func:`medseg.networks.onnx_backend.backend_models`) on the CPU.
+        """
         config = config or InferConfig()
         post = loaded.postprocessing if config.postprocess == "auto" else None
         post = _with_crf_override(post, config.crf)
+        models = loaded.models
+        if config.backend != "torch":
+            from medseg.networks.onnx_backend import backend_models
+
+            if resolve_device(config.device).type != "cpu":
+                logger.warning("--backend %s runs on the CPU (--device cpu)", config.backend)
+                config = dataclasses.replace(config, device="cpu")
+            models = backend_models(loaded, config.backend)
         return cls(
-            loaded.models,
+            models,
             loaded.plans,
             config=config,
             postprocessing=post,
@@ -173,24 +197,57 @@ class Predictor:
         return dict(self.plans.labels)
 
     @property
+    def body_crop(self) -> bool:
+        """Whether scans are cropped to the body first (``InferConfig.body_crop``; auto: CT)."""
+        if self.config.body_crop != "auto":
+            return bool(self.config.body_crop)
+        first = self.plans.channel_plans[0]
+        return first.modality.upper() == "CT" or first.normalization == "ct"
+
+    @property
     def num_classes(self) -> int:
         """Output channels (background included)."""
         return self.plans.num_classes
 
     # ----------------------------------------------------------------- pipeline
+    def check_channels(self, volume: Volume) -> None:
+        """Raise :class:`MedsegError` naming the file unless ``volume`` has the model's channels.
+
+        A one-channel model takes ``(I, J, K)`` (or ``(1, I, J, K)``); a model of ``C``
+        channels ``(C, I, J, K)``.
+        """
+        shape = tuple(volume.array.shape)
+        n, names = self.plans.in_channels, ", ".join(self.plans.channel_names)
+        found = 1 if len(shape) == 3 else shape[0] if len(shape) == 4 else None
+        if found == n:
+            return
+        want = "a 3D scan (I, J, K)" if n == 1 else f"(C, I, J, K) with C = {n}"
+        what = f"{found} channel(s)" if found is not None else f"{len(shape)} dimensions"
+        raise MedsegError(
+            f"expected {want}: the model takes {n} input channel(s) ({names}), found {what} "
+            f"(shape {shape})",
+            volume.path,
+        )
+
     def preprocess(self, volume: Volume) -> Preprocessed:
-        """Apply the run's preprocessing to a scan (RAS, cropped, normalised, resampled)."""
-        if volume.array.ndim != 3:
-            raise MedsegError(
-                f"expected a 3D scan, found shape {tuple(volume.array.shape)}", volume.path
-            )
+        """Apply the run's preprocessing to a scan (RAS, cropped, normalised, resampled).
+
+        ``volume`` is ``(I, J, K)`` or ``(C, I, J, K)``, see :meth:`check_channels`.
+        """
+        self.check_channels(volume)
         start = time.perf_counter()
+        if self.body_crop:
+            # only the body is preprocessed and segmented; resample_to_source maps the result
+            # back onto the whole scan by world coordinates (background outside the box)
+            volume, _ = crop_to_body(volume)
         with torch.no_grad():
-            out = self._transforms({"image": volume.to_metatensor()})["image"]
-        affine = np.asarray(out.affine, dtype=np.float64)
+            # the plans' pipeline, its final resampling done by output slabs (bounded memory)
+            out, affine = apply_preprocessing(
+                self._transforms, volume.to_metatensor(), slab_mvox=self.config.slab_mvox
+            )
         # Stored in the accumulation dtype right away: no float32 copy stays alive during
         # inference when the map is accumulated in float16.
-        image = out.as_tensor().to(self._accumulation_dtype(out.shape[1:]))
+        image = out.to(self._accumulation_dtype(out.shape[1:]))
         del out
         return Preprocessed(image=image, affine=affine, seconds=time.perf_counter() - start)
 
@@ -202,7 +259,7 @@ class Predictor:
         return torch.float16 if mode == "float16" else torch.float32
 
     def network_probabilities(self, pre: Preprocessed) -> torch.Tensor:
-        """Blended probabilities ``(C, X, Y, Z)`` on the preprocessed grid."""
+        """Blended class probabilities ``(classes, X, Y, Z)`` on the preprocessed grid."""
         cfg = self.config
         return sliding_probabilities(
             pre.image,
@@ -229,7 +286,9 @@ class Predictor:
         Parameters
         ----------
         volume
-            Scan ``(I, J, K)`` with a voxel-to-RAS affine, in any orientation.
+            Scan ``(I, J, K)``, or ``(C, I, J, K)`` for a model of ``C`` channels (on channel
+            0's grid), with a voxel-to-RAS affine, in any orientation. The mask is on this
+            grid.
         preprocessed
             The output of :meth:`preprocess` for this volume, if already computed.
         with_probabilities
@@ -242,19 +301,24 @@ class Predictor:
         probs = self.network_probabilities(pre)
         timings["inference"] = time.perf_counter() - t
         t = time.perf_counter()
-        need_probs = with_probabilities or _needs_probabilities(self.postprocessing)
         labels, full = resample_to_source(
             probs,
             pre.affine,
             volume.affine,
             volume.spatial_shape,
             slab_mvox=self.config.slab_mvox,
-            return_probabilities=need_probs,
+            return_probabilities=with_probabilities,
         )
-        del probs
         timings["resample"] = time.perf_counter() - t
         t = time.perf_counter()
-        labels, applied = self._postprocess(labels, volume, full)
+        # The CRF reads probabilities on the source grid tile by tile, resampled on demand from
+        # the preprocessed map (which ``source`` keeps alive only until the CRF is done): they
+        # are never held for the whole source grid and every class at once.
+        source = full if full is not None else self._probability_source(probs, pre, volume)
+        del probs
+        labels = self._refine_crf(labels, volume, source)
+        del source
+        labels, applied = self._postprocess(labels, volume)
         timings["postprocess"] = time.perf_counter() - t
         meta = {"labels": self.label_names, "is_image": False}
         mask = Volume(labels, volume.affine, path=None, meta={**volume.meta, **meta})
@@ -263,20 +327,44 @@ class Predictor:
             prob_vol = Volume(full, volume.affine, meta={"labels": self.label_names})
         return Prediction(mask, prob_vol, timings, applied)
 
-    def _postprocess(
-        self, labels: np.ndarray, volume: Volume, probabilities: np.ndarray | None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
+    def _probability_source(
+        self, probs: torch.Tensor, pre: Preprocessed, volume: Volume
+    ) -> Callable[[tuple[slice, ...]], np.ndarray] | None:
+        """``box -> (C, *box shape)`` float16 probabilities on the source grid, if the CRF runs."""
+        if not _needs_probabilities(self.postprocessing):
+            return None
+        return functools.partial(
+            probabilities_in_box,
+            probs,
+            pre.affine,
+            volume.affine,
+            slab_mvox=self.config.slab_mvox,
+        )
+
+    def _refine_crf(
+        self,
+        labels: np.ndarray,
+        volume: Volume,
+        probabilities: np.ndarray | Callable[[tuple[slice, ...]], np.ndarray] | None,
+    ) -> np.ndarray:
+        """The decided dense CRF (tile by tile, around the foreground); ``labels`` if none."""
+        crf = getattr(self.postprocessing, "crf", None)
+        if crf is None or probabilities is None:
+            return labels
+        from medseg.postprocessing import crf_refine_labels
+
+        # The CRF's appearance kernel takes one intensity image: channel 0's.
+        image = volume.array if volume.array.ndim == 3 else volume.array[0]
+        return crf_refine_labels(probabilities, image, volume.spacing, crf, labels=labels)
+
+    def _postprocess(self, labels: np.ndarray, volume: Volume) -> tuple[np.ndarray, dict[str, Any]]:
+        """The decided morphology (after :meth:`_refine_crf`) and the description of it all."""
         if self.postprocessing is None:
             return labels, {}
         from medseg.postprocessing import apply_postprocessing
 
-        out = apply_postprocessing(
-            labels,
-            volume.spacing,
-            self.postprocessing,
-            image=volume.array,
-            probabilities=probabilities,
-        )
+        morphology = dataclasses.replace(self.postprocessing, crf=None)
+        out = apply_postprocessing(labels, volume.spacing, morphology)
         return np.asarray(out).astype(labels.dtype, copy=False), _describe(self.postprocessing)
 
     def __call__(self, volume: Volume) -> Volume:

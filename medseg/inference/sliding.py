@@ -160,34 +160,50 @@ def sliding_probabilities(
 
 
 def _slab_coordinates(mapping: np.ndarray, shape: Sequence[int], k0: int, k1: int) -> np.ndarray:
-    """Source-grid voxel coordinates ``(3, I, J, k1-k0)`` of target voxels in slices k0..k1."""
-    i = np.arange(shape[0], dtype=np.float64)
-    j = np.arange(shape[1], dtype=np.float64)
-    k = np.arange(k0, k1, dtype=np.float64)
+    """Source-grid voxel coordinates ``(3, I, J, k1-k0)`` of target voxels in slices k0..k1.
+
+    Filled one axis at a time with broadcast in-place adds: no temporary of the slab's size.
+    """
+    i = np.arange(shape[0], dtype=np.float64)[:, None, None]
+    j = np.arange(shape[1], dtype=np.float64)[None, :, None]
+    k = np.arange(k0, k1, dtype=np.float64)[None, None, :]
     lin, off = mapping[:3, :3], mapping[:3, 3]
-    return (
-        lin[:, 0, None, None, None] * i[None, :, None, None]
-        + lin[:, 1, None, None, None] * j[None, None, :, None]
-        + lin[:, 2, None, None, None] * k[None, None, None, :]
-        + off[:, None, None, None]
-    )
+    out = np.empty((3, int(shape[0]), int(shape[1]), k1 - k0), dtype=np.float64)
+    for a in range(3):
+        out[a] = lin[a, 0] * i
+        out[a] += lin[a, 1] * j
+        out[a] += lin[a, 2] * k
+        out[a] += off[a]
+    return out
 
 
 def _sample_slab(probs: torch.Tensor, coords: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-    """Trilinear samples ``(C, I, J, n)`` of ``probs`` at ``coords`` and the inside mask."""
+    """Trilinear samples ``(C, I, J, n)`` of ``probs`` at ``coords`` and the inside mask.
+
+    ``coords`` (float64) is overwritten with grid_sample's normalised coordinates: working one
+    axis at a time, in place, keeps the temporaries near 45 bytes per voxel.
+    """
     size = np.asarray(probs.shape[1:], dtype=np.float64)
-    flat = coords.reshape(3, -1)
-    inside = np.all((flat >= -0.5) & (flat <= size[:, None] - 0.5), axis=0)
     out_shape = coords.shape[1:]
+    inside = np.ones(out_shape, dtype=bool)
+    for a in range(3):
+        inside &= coords[a] >= -0.5
+        inside &= coords[a] <= size[a] - 0.5
     if not inside.any():
-        return torch.zeros((probs.shape[0], *out_shape)), inside.reshape(out_shape)
-    lo = np.clip(np.floor(flat[:, inside].min(axis=1)), 0, size - 1).astype(int)
-    hi = np.clip(np.ceil(flat[:, inside].max(axis=1)), 0, size - 1).astype(int)
+        return torch.zeros((probs.shape[0], *out_shape)), inside
+    lo = np.array([np.floor(coords[a][inside].min()) for a in range(3)])
+    hi = np.array([np.ceil(coords[a][inside].max()) for a in range(3)])
+    lo = np.clip(lo, 0, size - 1).astype(int)
+    hi = np.clip(hi, 0, size - 1).astype(int)
     box = probs[:, lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1].float()
     extent = np.maximum(hi - lo, 1).astype(np.float64)
     # grid_sample wants (x, y, z) = (W, H, D) order, normalised to [-1, 1] (align_corners).
-    local = (coords - lo[:, None, None, None]) / extent[:, None, None, None] * 2.0 - 1.0
-    grid = torch.from_numpy(local[::-1].transpose(1, 2, 3, 0).astype(np.float32))
+    for a in range(3):
+        coords[a] -= lo[a]
+        coords[a] /= extent[a]
+        coords[a] *= 2.0
+        coords[a] -= 1.0
+    grid = torch.from_numpy(coords[::-1].transpose(1, 2, 3, 0).astype(np.float32))
     sampled = F.grid_sample(
         box[None],
         grid[None].to(box.device),
@@ -195,7 +211,7 @@ def _sample_slab(probs: torch.Tensor, coords: np.ndarray) -> tuple[torch.Tensor,
         padding_mode="border",
         align_corners=True,
     )[0]
-    return sampled, inside.reshape(out_shape)
+    return sampled, inside
 
 
 def channel_argmax(probs: torch.Tensor) -> torch.Tensor:
@@ -212,13 +228,17 @@ def channel_argmax(probs: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.argmax(values, axis=0)).to(out_dtype)
 
 
+Placement = tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...], tuple[int, ...]]
+
+
 def _exact_placement(
     mapping: np.ndarray, source_shape: Sequence[int], grid_shape: Sequence[int]
-) -> tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...]] | None:
+) -> Placement | None:
     """Index form of ``mapping`` when it only permutes, flips and shifts voxels (no resampling).
 
-    Returns ``(source_slices, grid_slices, axes)``: ``source[source_slices]`` receives
-    ``grid[grid_slices].transpose(axes)``; ``None`` when interpolation is needed.
+    Returns ``(source_slices, grid_slices, flips, axes)``: ``source[source_slices]`` receives
+    ``flip(grid[grid_slices], flips).transpose(axes)`` (grid slices have step 1, so a torch
+    tensor can be sliced without a copy); ``None`` when interpolation is needed.
     """
     lin, off = mapping[:3, :3], mapping[:3, 3]
     r = np.rint(lin)
@@ -228,44 +248,44 @@ def _exact_placement(
         return None
     src_sl: list[slice] = []
     grid_sl: list[slice] = [slice(0, 0)] * 3
-    axes = []
+    flips, axes = [], []
     for a in range(3):
         b = int(np.nonzero(r[:, a])[0][0])
         step, o = int(r[b, a]), int(np.rint(off[b]))
         v = np.arange(int(source_shape[a]))
         ok = np.nonzero((step * v + o >= 0) & (step * v + o < int(grid_shape[b])))[0]
         if ok.size == 0:
-            return (slice(0, 0),) * 3, (slice(0, 0),) * 3, (0, 1, 2)
-        v0, v1 = int(ok[0]), int(ok[-1])
-        p0, p1 = step * v0 + o, step * v1 + o
-        src_sl.append(slice(v0, v1 + 1))
-        grid_sl[b] = slice(p0, p1 + 1) if step > 0 else slice(p0, p1 - 1 if p1 > 0 else None, -1)
+            return (slice(0, 0),) * 3, (slice(0, 0),) * 3, (), (0, 1, 2)
+        p0, p1 = step * int(ok[0]) + o, step * int(ok[-1]) + o
+        src_sl.append(slice(int(ok[0]), int(ok[-1]) + 1))
+        grid_sl[b] = slice(min(p0, p1), max(p0, p1) + 1)
+        if step < 0:
+            flips.append(b)
         axes.append(b)
-    return tuple(src_sl), tuple(grid_sl), tuple(axes)
+    return tuple(src_sl), tuple(grid_sl), tuple(flips), tuple(axes)
 
 
 def _place_exact(
     probs: torch.Tensor,
-    placement: tuple[tuple[slice, ...], tuple[slice, ...], tuple[int, ...]],
+    placement: Placement,
     labels: np.ndarray,
     full: np.ndarray | None,
     slab_mvox: float,
 ) -> None:
-    """Argmax on the grid by slabs, then copy into the source order (flips, transposes)."""
-    src_sl, grid_sl, axes = placement
-    n_x = probs.shape[1]
-    step = max(1, int(slab_mvox * 1e6) // max(1, probs.shape[2] * probs.shape[3]))
-    grid_labels = torch.empty(
-        probs.shape[1:], dtype=torch.uint8 if probs.shape[0] <= 256 else torch.int32
-    )
-    for x0 in range(0, n_x, step):
-        grid_labels[x0 : x0 + step] = channel_argmax(probs[:, x0 : x0 + step]).cpu()
-    region = grid_labels.numpy()[grid_sl]
-    labels[src_sl] = np.transpose(region, axes)
+    """Argmax of the placed part of the grid by slabs, then copy into the source order."""
+    src_sl, grid_sl, flips, axes = placement
+    index = (slice(None), *grid_sl)
+    sub = probs[index]  # a view: only the part that lands in the source box
+    if sub.numel() == 0:
+        return
+    step = max(1, int(slab_mvox * 1e6) // max(1, sub.shape[2] * sub.shape[3]))
+    region = np.empty(tuple(sub.shape[1:]), dtype=np.uint8 if sub.shape[0] <= 256 else np.int32)
+    for x0 in range(0, sub.shape[1], step):
+        region[x0 : x0 + step] = channel_argmax(sub[:, x0 : x0 + step]).numpy()
+    labels[src_sl] = np.transpose(np.flip(region, flips), axes)
     if full is not None:
-        for c in range(probs.shape[0]):
-            chan = probs[c].cpu().numpy()[grid_sl]
-            full[c][src_sl] = np.transpose(chan, axes)
+        for c in range(sub.shape[0]):
+            full[c][src_sl] = np.transpose(np.flip(sub[c].cpu().numpy(), flips), axes)
 
 
 def resample_to_source(
@@ -325,3 +345,41 @@ def resample_to_source(
             values[0, ~inside] = 1.0
             full[:, :, :, k0:k1] = values
     return labels, full
+
+
+def probabilities_in_box(
+    probs: torch.Tensor,
+    probs_affine: np.ndarray,
+    source_affine: np.ndarray,
+    box: Sequence[slice],
+    *,
+    slab_mvox: float = 4.0,
+) -> np.ndarray:
+    """Class probabilities of one box of the source grid, as :func:`resample_to_source` maps them.
+
+    Parameters
+    ----------
+    probs, probs_affine, source_affine, slab_mvox
+        As for :func:`resample_to_source`.
+    box
+        ``(slice_i, slice_j, slice_k)`` (step 1) of the source grid's voxel indices.
+
+    Returns
+    -------
+    np.ndarray
+        ``(C, *box shape)`` float16; outside the preprocessed field of view background is 1.
+        Only the box is resampled, so a caller that needs probabilities tile by tile (the dense
+        CRF) never holds them for the whole source grid.
+    """
+    shift = np.eye(4)
+    shift[:3, 3] = [s.start for s in box]
+    shape = [s.stop - s.start for s in box]
+    _, full = resample_to_source(
+        probs,
+        probs_affine,
+        np.asarray(source_affine, np.float64) @ shift,
+        shape,
+        slab_mvox=slab_mvox,
+        return_probabilities=True,
+    )
+    return full  # type: ignore[return-value]

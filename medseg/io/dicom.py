@@ -346,7 +346,23 @@ def _meta(ds: Dataset, info: SeriesInfo, frames: Sequence[Frame], folder: Path) 
     def tag(name: str) -> str:
         return str(ds.get(name, "") or "")
 
+    def sop_uid(path: Path) -> str:
+        # Frames carry no UID: read the tag from each file once more (no pixel data); the
+        # frames of one multi-frame file share its SOPInstanceUID.
+        try:
+            head = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        except READ_ERRORS as exc:
+            raise MedsegError(
+                f"cannot read DICOM file (expected an image slice): {exc}", path
+            ) from exc
+        uid = str(head.get("SOPInstanceUID", "") or "")
+        if not uid:  # some exports leave it blank; the file meta header still holds it
+            meta = getattr(head, "file_meta", None)
+            uid = str(getattr(meta, "MediaStorageSOPInstanceUID", "") or "")
+        return uid
+
     names = list(dict.fromkeys(f.name.split("[frame")[0] for f in frames))
+    uids = {n: sop_uid(folder / n) for n in names}
     return {
         "format": "dicom",
         "modality": info.modality,
@@ -354,6 +370,9 @@ def _meta(ds: Dataset, info: SeriesInfo, frames: Sequence[Frame], folder: Path) 
         "series_number": info.series_number,
         "description": info.description,
         "study_uid": tag("StudyInstanceUID"),
+        "frame_of_reference_uid": tag("FrameOfReferenceUID"),
+        "sop_class_uid": tag("SOPClassUID"),
+        "sop_instance_uids": [uids[f.name.split("[frame")[0]] for f in frames],
         "patient_id": tag("PatientID"),
         "manufacturer": tag("Manufacturer"),
         "rescale_slope": slopes[0] if len(slopes) == 1 else slopes,

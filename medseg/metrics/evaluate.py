@@ -316,8 +316,9 @@ def evaluate_cases(
     """Score every pair; with ``labels=None`` every label found in any case is scored.
 
     ``options`` go to :func:`medseg.metrics.case.compute_case_metrics` (``tolerance_mm``,
-    ``lesion_labels``, ``connectivity``, ...). Labels absent from both maps of a case get the
-    both-empty row (Dice 1, distances 0), so every case has a row for every label.
+    ``lesion_labels``, ``instance_labels``, ``connectivity``, ...). Labels absent from both
+    maps of a case get the both-empty row (Dice 1, distances 0), so every case has a row for
+    every label.
     ``requested``: the labels the user asked for, checked against each pair's known labels
     (:func:`check_known_labels`). A pair that raises :class:`MedsegError` is not scored: it
     goes to ``Evaluation.failed`` and the others are scored.
@@ -345,6 +346,7 @@ def evaluate_cases(
         else [int(v) for v in labels]
     )
     lesion = set(options.get("lesion_labels", ()))
+    instance = set(options.get("instance_labels", ()))
     scored = [p for p in pairs if p.case_id in by_case]
     out_rows = []
     for pair in scored:
@@ -352,7 +354,7 @@ def evaluate_cases(
         for lab in all_labels:
             row = case_rows.get(lab)
             if row is None:
-                row = empty_label_row(lab, lesion=lab in lesion)
+                row = empty_label_row(lab, lesion=lab in lesion, instances=lab in instance)
                 row.update(case=pair.case_id, missing=int(pair.pred is None))
             out_rows.append(row)
     missing = [p.case_id for p in scored if p.pred is None]

@@ -21,6 +21,7 @@ import numpy as np
 from medseg.io.atomic import atomic_write_text
 from medseg.metrics.case import METRIC_KEYS
 from medseg.metrics.lesion import LESION_KEYS
+from medseg.metrics.panoptic import PANOPTIC_KEYS
 
 ID_KEYS = ("case", "label", "missing")
 HD95_CONVENTION = "max of the 95th percentiles of the two directed surface-distance sets (MONAI)"
@@ -29,7 +30,7 @@ HD95_CONVENTION = "max of the 95th percentiles of the two directed surface-dista
 def metric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Metric columns present in ``rows``, in the canonical order."""
     present = {k for r in rows for k in r}
-    return [k for k in (*METRIC_KEYS, *LESION_KEYS) if k in present]
+    return [k for k in (*METRIC_KEYS, *LESION_KEYS, *PANOPTIC_KEYS) if k in present]
 
 
 def describe(values: Sequence[float]) -> dict[str, Any]:

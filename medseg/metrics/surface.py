@@ -23,9 +23,13 @@ Definitions
 Empty masks: both empty -> distances 0, NSD and BF1 1; one empty -> distances ``inf``,
 NSD and BF1 0.
 
-The nearest-neighbour search uses a KD-tree over the surface voxels (scipy), which is what
-MONAI does on CPU; ``method="edt"`` uses ``scipy.ndimage.distance_transform_edt`` with
-``sampling=spacing`` on the cropped box instead. Both give the exact Euclidean distances.
+Speed: each mask's surface is found on its own bounding box (whole scans are fine as input);
+the default search (``method="kdtree"``) looks up the nearest lattice offsets first and sends
+only the points they did not reach to a scipy KD-tree over the other surface (MONAI 1.6 uses
+the KD-tree alone on CPU); ``method="edt"`` reads ``scipy.ndimage.distance_transform_edt``
+with ``sampling=spacing`` on the box holding both surfaces instead. Both give the exact
+Euclidean distances; the helpers and the measured costs are in
+:mod:`medseg.metrics.surface_search`.
 """
 
 from __future__ import annotations
@@ -35,11 +39,25 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
+
+from medseg.metrics.surface_search import (
+    Surface,
+    bounding_box,
+    edt_distances,
+    merge_boxes,
+    nearest_distances,
+    surface_voxels,
+)
 
 SURFACE_KEYS = ("hd", "hd95", "assd", "nsd", "bf1")
-_FACE = ndimage.generate_binary_structure(3, 1)
+__all__ = [
+    "SURFACE_KEYS",
+    "SurfaceDistances",
+    "surface_distances",
+    "surface_metrics",
+    "surface_voxels",
+    "union_bbox",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,7 @@ class SurfaceDistances:
     ----------
     pred_to_ref
         Shape ``(n_pred_surface,)``: distance of each prediction surface voxel to the
-        reference surface.
+        reference surface, in C (raster) order of the voxels.
     ref_to_pred
         Shape ``(n_ref_surface,)``: distance of each reference surface voxel to the
         prediction surface.
@@ -66,39 +84,14 @@ class SurfaceDistances:
 
 def union_bbox(a: np.ndarray, b: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
     """Bounding box of ``a | b`` grown by ``margin`` voxels (clipped), or ``None`` if empty."""
-    union = np.asarray(a, dtype=bool) | np.asarray(b, dtype=bool)
-    boxes = ndimage.find_objects(union.astype(np.uint8))
-    if not boxes or boxes[0] is None:
-        return None
-    return tuple(
-        slice(max(s.start - margin, 0), min(s.stop + margin, n))
-        for s, n in zip(boxes[0], union.shape, strict=True)
-    )
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    return merge_boxes([bounding_box(a), bounding_box(b)], a.shape, margin)
 
 
-def surface_voxels(mask: np.ndarray) -> np.ndarray:
-    """Boolean surface of a 3D mask (face connectivity; the array border counts as outside).
-
-    Parameters
-    ----------
-    mask
-        Boolean array ``(I, J, K)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean array of the same shape, true on the surface voxels.
-    """
-    m = np.asarray(mask, dtype=bool)
-    eroded = ndimage.binary_erosion(m, structure=_FACE, border_value=0)
-    return m & ~eroded
-
-
-def _nearest_kdtree(src: np.ndarray, dst: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Distance (mm) from each voxel index in ``src`` (N, 3) to the nearest one in ``dst``."""
-    tree = cKDTree(dst * spacing, leafsize=32)
-    dist, _ = tree.query(src * spacing, k=1)
-    return np.asarray(dist, dtype=np.float64)
+def _mask_box(mask: np.ndarray, crop: bool) -> tuple[slice, ...] | None:
+    if crop:
+        return bounding_box(mask)
+    return tuple(slice(0, n) for n in mask.shape) if mask.any() else None
 
 
 def surface_distances(
@@ -111,57 +104,48 @@ def surface_distances(
 ) -> SurfaceDistances:
     """Directed surface distances between two binary masks on the same grid.
 
+    Whole scans are fine: each mask's surface is found on its own bounding box.
+
     Parameters
     ----------
     pred, ref
-        Boolean masks of equal shape ``(I, J, K)``.
+        Boolean masks of equal shape ``(I, J, K)`` (never modified).
     spacing
         Voxel size in mm along ``(I, J, K)``.
     method
-        ``"kdtree"`` (default, fast when surfaces are sparse) or ``"edt"`` (exact Euclidean
-        distance transform of the cropped box).
+        ``"kdtree"`` (default: near-offset look-ups, then a KD-tree for the rest) or ``"edt"``
+        (distance transform of the box holding both surfaces; same values, slower on large
+        boxes).
     crop
-        Crop to the union bounding box first (skip when the caller already cropped).
+        Find each mask's bounding box first (skip when the caller already cropped).
 
     Returns
     -------
     SurfaceDistances
-        Both directed distance sets in mm; empty arrays when a mask is empty.
+        Both directed distance sets in mm; empty arrays when both masks are empty, ``inf`` for
+        the other mask's surface voxels when one is.
     """
     p = np.asarray(pred, dtype=bool)
     r = np.asarray(ref, dtype=bool)
     if p.shape != r.shape or p.ndim != 3:
         raise ValueError(f"expected two 3D masks of equal shape, got {p.shape} and {r.shape}")
-    sp = np.asarray(spacing, dtype=np.float64)
-    box = union_bbox(p, r, margin=1) if crop else tuple(slice(0, n) for n in p.shape)
-    empty = np.zeros(0, dtype=np.float64)
-    if box is None or not (crop or p.any() or r.any()):
-        return SurfaceDistances(empty, empty, True, True)
-    # Pad by one voxel so that mask voxels on the array border are surface voxels.
-    pc = np.pad(p[box], 1)
-    rc = np.pad(r[box], 1)
-    ps, rs = surface_voxels(pc), surface_voxels(rc)
-    p_empty, r_empty = not ps.any(), not rs.any()
+    if method not in ("kdtree", "edt"):
+        raise ValueError(f"method must be 'kdtree' or 'edt', got {method!r}")
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != 3:
+        raise ValueError(f"expected 3 spacings (mm), got {len(sp)}: {list(spacing)}")
+    sp_surf, sr_surf = Surface(p, _mask_box(p, crop)), Surface(r, _mask_box(r, crop))
+    p_empty, r_empty = sp_surf.box is None, sr_surf.box is None
     if p_empty or r_empty:
-        d_pr = np.full(int(ps.sum()), np.inf)
-        d_rp = np.full(int(rs.sum()), np.inf)
+        d_pr = np.full(len(sp_surf.coords), np.inf)
+        d_rp = np.full(len(sr_surf.coords), np.inf)
         return SurfaceDistances(d_pr, d_rp, p_empty, r_empty)
     if method == "edt":
-        d_pr = ndimage.distance_transform_edt(~rs, sampling=sp)[ps]
-        d_rp = ndimage.distance_transform_edt(~ps, sampling=sp)[rs]
-    elif method == "kdtree":
-        # Surface voxels shared by both surfaces are at distance 0: query only the others.
-        shared = ps & rs
-        d_pr = np.zeros(int(ps.sum()))
-        d_rp = np.zeros(int(rs.sum()))
-        p_only, r_only = (ps & ~shared)[ps], (rs & ~shared)[rs]
-        if p_only.any():
-            d_pr[p_only] = _nearest_kdtree(np.argwhere(ps & ~shared), np.argwhere(rs), sp)
-        if r_only.any():
-            d_rp[r_only] = _nearest_kdtree(np.argwhere(rs & ~shared), np.argwhere(ps), sp)
+        d_pr, d_rp = edt_distances(sp_surf, sr_surf, sp), edt_distances(sr_surf, sp_surf, sp)
     else:
-        raise ValueError(f"method must be 'kdtree' or 'edt', got {method!r}")
-    return SurfaceDistances(np.asarray(d_pr, float), np.asarray(d_rp, float), False, False)
+        d_pr = nearest_distances(sp_surf.coords, sr_surf, sp)
+        d_rp = nearest_distances(sr_surf.coords, sp_surf, sp)
+    return SurfaceDistances(d_pr, d_rp, False, False)
 
 
 def surface_metrics(sd: SurfaceDistances, tolerance_mm: float = 1.0) -> dict[str, float]:

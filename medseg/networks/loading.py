@@ -219,7 +219,8 @@ def load_model(
     Returns
     -------
     (torch.nn.Module, Plans)
-        The network in ``eval`` mode (deep supervision off) and the plans it was trained with.
+        The network in ``eval`` mode (deep supervision off), built with
+        ``plans.in_channels`` input channels, and the plans it was trained with.
     """
     if which not in ("best", "last"):
         raise MedsegError(f"checkpoint: expected 'best' or 'last', found {which!r}")
@@ -232,10 +233,17 @@ def load_model(
     else:
         plans = _read_plans(fdir.parent / "plans.json")
         against = str(fdir.parent / "plans.json")
-    model = build_network(plans.network, 1, plans.num_classes)
-    _load_weights(model, state["model"], ckpt, against)
+    model = build_network(plans.network, plans.in_channels, plans.num_classes)
+    _load_weights(model, state["model"], ckpt, f"{against}{_channels_note(plans)}")
     model.to(device).eval()
     return model, plans
+
+
+def _channels_note(plans: Plans) -> str:
+    """`` (2 input channels: CT, PET)`` for a multi-channel model, ``""`` for one channel."""
+    if plans.in_channels == 1:
+        return ""
+    return f" ({plans.in_channels} input channels: {', '.join(plans.channel_names)})"
 
 
 def _read_plans(path: Path) -> Plans:
@@ -324,8 +332,8 @@ def load_bundle(bundle: Path, device: torch.device) -> LoadedModels:
     state = _read_weights_file(weights, "weights", device)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    model = build_network(plans.network, 1, plans.num_classes)
-    _load_weights(model, state, weights, "configs/plans.json")
+    model = build_network(plans.network, plans.in_channels, plans.num_classes)
+    _load_weights(model, state, weights, f"configs/plans.json{_channels_note(plans)}")
     meta = _read_json(bundle / "configs" / "metadata.json")
     identity = {
         "kind": "bundle",

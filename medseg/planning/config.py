@@ -6,14 +6,22 @@ from dataclasses import dataclass
 from typing import Literal
 
 from medseg.errors import MedsegError
+from medseg.planning.plans import NetworkName
 
-ModelName = Literal["auto", "unet", "vnet", "dynunet", "segresnet", "basicunet"]
+# "auto" or a registry name (``NetworkName``; nested Literals flatten: one list of names).
+ModelName = Literal["auto", NetworkName]
 
 
 @dataclass(frozen=True)
 class PlansConfig:
     """Overrides of the automatically planned values (``None``/0/empty: keep the plan).
 
+    ``model`` is a network of the registry (``medseg train --help`` lists each with the
+    ``NetworkSpec`` fields it reads) or ``auto`` (``unet`` on CPU, ``dynunet`` on CUDA).
+    ``channels`` are its widths per level where it has them; ``vnet`` has fixed widths and
+    ignores them (planning logs a warning); ``swinunetr`` reads ``channels[0]`` (its
+    ``feature_size``, a multiple of 12) and ``unetr`` ``channels[0]`` and ``channels[-1]``
+    (``feature_size``, ``hidden_size``): their other widths follow from those.
     ``step_voxels`` is the budget of voxels per optimisation step (patch voxels x batch)
     that sizes the batch, ``patch_voxels`` the largest patch; 0 picks device defaults
     (CPU 0.3 M and 0.3 M: about 0.6 s per step of the default U-Net on 2 idle cores; CUDA
@@ -32,9 +40,19 @@ class PlansConfig:
     connections. 0: none, as nnU-Net (on MSD Hippocampus 0.1 made CPU steps about 25 %
     slower and Dice no better in 30 minutes), except that MONAI's ``VNet``, like the original
     V-Net, always drops half the skip channels of its two top up-transitions.
+    ``normalization`` is channel 0's intensity normalisation; ``channel_normalization``
+    gives one per input channel (``auto`` entries, and channels beyond the list, take
+    :func:`medseg.planning.planner.default_normalization` of their modality: ``ct`` for CT,
+    per-image ``zscore`` for PET, ``zscore_nonzero`` otherwise).
+    ``configuration`` (``medseg train --configuration``): ``3d`` plans a 3D network on 3D
+    patches; ``2d`` nnU-Net's 2d configuration (:func:`medseg.planning.planner_2d.plan_2d`:
+    a 2D ``unet``/``dynunet`` run slice by slice along the coarsest axis); ``auto`` is
+    ``3d`` for now (choosing between trained configurations by cross-validation, as
+    nnU-Net does, is not implemented).
     """
 
     model: ModelName = "auto"
+    configuration: Literal["auto", "3d", "2d"] = "auto"
     target_spacing: tuple[float, float, float] | None = None
     patch_size: tuple[int, int, int] | None = None
     batch_size: int = 0
@@ -43,6 +61,7 @@ class PlansConfig:
     unet_head_channels: int | None = None
     dropout: float = 0.0
     normalization: Literal["auto", "ct", "zscore_nonzero", "zscore"] = "auto"
+    channel_normalization: tuple[Literal["auto", "ct", "zscore_nonzero", "zscore"], ...] = ()
     step_voxels: int = 0
     patch_voxels: int = 0
     anisotropy_threshold: float = 3.0

@@ -11,6 +11,10 @@ memory model, because on CPU the budget that matters is time per step:
 * pooling: an axis is pooled while its feature map keeps >= 8 voxels and its current
   spacing is at most twice the finest current spacing (so coarse axes are not pooled
   early); kernels are 1 along axes still twice coarser than the finest (``dynunet``).
+  Networks with built-in down-sampling (``_FIXED_POOLING``: vnet, segresnet, basicunet,
+  basicunetplusplus, swinunetr /32, unetr /16) get isotropic 2x2x2 steps instead, and
+  highresnet none; swinunetr's and unetr's rounded-up patch is shrunk back into the budget
+  in whole steps, swinunetr's is at least 64 per axis, and unetr is built for the patch.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import logging
 
 import numpy as np
 
+from medseg.errors import MedsegError
 from medseg.planning.config import PlansConfig
 from medseg.planning.fingerprint import Fingerprint
-from medseg.planning.plans import NetworkSpec, Plans
+from medseg.planning.plans import ChannelPlan, NetworkSpec, Normalization, Plans
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +39,27 @@ CUDA_STEP_VOXELS = 4_000_000
 CPU_PATCH_VOXELS = 300_000
 CUDA_PATCH_VOXELS = 2_000_000
 _MIN_FEATURE = 8  # pool an axis only if it has at least this many voxels
-_MAX_POOLS = {"unet": 4, "dynunet": 5, "vnet": 4, "segresnet": 3, "basicunet": 4}
+_MAX_POOLS = {
+    "unet": 4,
+    "dynunet": 5,
+    "vnet": 4,
+    "segresnet": 3,
+    "basicunet": 4,
+    "swinunetr": 5,  # patch embedding (2) and four patch mergings: inputs divisible by 32
+    "unetr": 4,  # one 16^3 ViT patch embedding, decoded in four 2x up-samplings
+    "attentionunet": 4,
+    "basicunetplusplus": 4,
+    "highresnet": 0,  # no down-sampling: dilated convolutions at the input resolution
+    "deeplab": 3,  # output stride 8 at the atrous pyramid, DeepLab's dense setting
+}
+# Networks whose down-sampling is built in: isotropic 2x2x2 steps, _MAX_POOLS of them.
+_FIXED_POOLING = ("vnet", "segresnet", "basicunet", "basicunetplusplus", "swinunetr", "unetr")
+# Networks whose rounded-up patch is shrunk back into the patch budget by whole multiples
+# of their stride (a 67^3 fit becomes 64^3, not 96^3: 3.4x the voxels for a transformer).
+_SHRINK_TO_BUDGET = ("swinunetr", "unetr")
+# Smallest patch side: SwinUNETR's deepest features (1/32) must have more than one voxel
+# per axis, or its instance norm fails ("Expected more than 1 spatial element").
+_MIN_PATCH = {"swinunetr": 64}
 # MONAI UNet widths, channels[0] at full resolution (``NetworkSpec.full_res_level``). On 2 CPU
 # cores, MSD Hippocampus fold 0 in 30 minutes: 8 | 24..96 (bottom 192) reached a best
 # validation Dice of 0.892 / 0.874 in 2,450 steps, against 0.882 / 0.867 for MONAI's own layout
@@ -53,7 +78,54 @@ _WIDTHS = {
     "vnet": VNET_CHANNELS,
     "segresnet": (8, 16, 32, 64),
     "basicunet": (32, 32, 64, 128, 256),
+    # feature_size 12 (MONAI's default 24..48), heads 1, 1, 3, 6 (MONAI: 3, 6, 12, 24)
+    "swinunetr": (12, 12, 24, 48, 96, 192),
+    # feature_size 12 (MONAI: 16), ViT hidden size 192 in 3 heads (MONAI: 768 in 12)
+    "unetr": (12, 24, 48, 96, 192),
+    "attentionunet": (8, 16, 32, 64, 128),
+    # a quarter of MONAI's widths: 16..128 took 4.9 s CPU per planned step, 12.6 s at 64^3
+    # (see medseg.networks.registry); these 3.5 s and 5.6 s
+    "basicunetplusplus": (8, 8, 16, 32, 64),
+    # conv_0, res_1, res_2, res_3, conv_1: half MONAI's 16, 16, 32, 64, 80, which all run at
+    # the input resolution (9x the unet step at full width; see medseg.networks.registry)
+    "highresnet": (8, 8, 16, 32, 40),
+    "deeplab": (8, 24, 48, 96),
 }
+
+
+def swinunetr_channels(feature_size: int) -> tuple[int, ...]:
+    """Widths per level of MONAI's ``SwinUNETR`` with this ``feature_size`` (input resolution
+    first, then after the patch embedding and each of its four patch mergings).
+
+    Raises
+    ------
+    MedsegError
+        Unless ``feature_size`` is a positive multiple of 12 (MONAI's requirement).
+    """
+    if feature_size < 12 or feature_size % 12:
+        raise MedsegError(
+            "plans.channels: expected channels[0] (swinunetr's feature_size) to be a "
+            f"multiple of 12, found {feature_size}"
+        )
+    f = feature_size
+    return (f, f, 2 * f, 4 * f, 8 * f, 16 * f)
+
+
+def unetr_channels(feature_size: int, hidden_size: int) -> tuple[int, ...]:
+    """Widths per level of MONAI's ``UNETR``: its convolutional skips at full, 1/2, 1/4 and
+    1/8 resolution (``feature_size`` x 1, 2, 4, 8) and the ViT tokens at 1/16
+    (``hidden_size``)."""
+    f = feature_size
+    return (f, 2 * f, 4 * f, 8 * f, hidden_size)
+
+
+def _derived_widths(model: str, widths: tuple[int, ...]) -> tuple[int, ...]:
+    """The widths a network builds from ``widths`` (fixed ratios: swinunetr, unetr)."""
+    if model == "swinunetr":
+        return swinunetr_channels(widths[0])
+    if model == "unetr":
+        return unetr_channels(widths[0], widths[-1] if len(widths) > 1 else _WIDTHS[model][-1])
+    return widths
 
 
 def target_spacing(fp: Fingerprint, anisotropy_threshold: float = 3.0) -> tuple[float, ...]:
@@ -136,6 +208,25 @@ def _fit_patch(median: np.ndarray, spacing: np.ndarray, max_voxels: float) -> np
     return patch
 
 
+def _shrink_in_steps(
+    patch: np.ndarray,
+    spacing: np.ndarray,
+    divisor: np.ndarray,
+    floor: np.ndarray,
+    max_voxels: float,
+) -> np.ndarray:
+    """Shrink ``patch`` by whole ``divisor`` steps along its physically longest axes (never
+    below ``floor``) until it fits ``max_voxels``."""
+    patch = patch.copy()
+    while np.prod(patch) > max_voxels:
+        room = patch - divisor >= floor
+        if not room.any():
+            break
+        axis = int(np.argmax(np.where(room, patch * spacing, -np.inf)))
+        patch[axis] -= divisor[axis]
+    return patch
+
+
 def _head_channels(cfg: PlansConfig, model: str) -> int:
     """Feature maps of the ``unet`` top block before its 1x1x1 classifier (0: MONAI's own)."""
     if model != "unet":
@@ -152,28 +243,31 @@ def _patch_and_pooling(
     else:
         patch = _fit_patch(median, spacing, max_patch)
     strides, kernels = pooling(patch, spacing, _MAX_POOLS[model])
-    if model in ("vnet", "segresnet", "basicunet"):  # fixed isotropic topologies
+    if model in _FIXED_POOLING:  # fixed isotropic topologies
         strides = [(2, 2, 2)] * _MAX_POOLS[model]
+        kernels = []
+    if model == "highresnet":  # its five width groups all run at the input resolution
+        strides = [(1, 1, 1)] * 4
         kernels = []
     divisor = np.prod(np.asarray(strides or [(1, 1, 1)]), axis=0)
     if model == "vnet":
         divisor = np.full(3, 16)
+    floor = np.maximum(divisor, _MIN_PATCH.get(model, 0))
     if cfg.patch_size is None:
-        patch = np.ceil(patch / divisor) * divisor
-    elif np.any(patch % divisor):
-        patch = np.ceil(patch / divisor) * divisor
-        logger.warning("patch_size rounded up to %s (multiple of %s)", patch, divisor)
+        patch = np.maximum(np.ceil(patch / divisor) * divisor, floor)
+        if model in _SHRINK_TO_BUDGET:
+            patch = _shrink_in_steps(patch, spacing, divisor, floor, max_patch)
+    elif np.any(patch % divisor) or np.any(patch < floor):
+        patch = np.maximum(np.ceil(patch / divisor) * divisor, floor)
+        logger.warning(
+            "patch_size rounded up to %s (multiple of %s, at least %s)", patch, divisor, floor
+        )
     return patch, strides, kernels
 
 
-def _network(
-    cfg: PlansConfig,
-    model: str,
-    strides: list[tuple[int, int, int]],
-    kernels: list[tuple[int, int, int]],
-    full_res: bool,
-) -> NetworkSpec:
-    widths = cfg.channels or _WIDTHS[model]
+def _widths(cfg: PlansConfig, model: str, levels: int) -> tuple[int, ...]:
+    """Widths per level: the config's or the default, as the network builds them."""
+    widths = tuple(cfg.channels or _WIDTHS[model])
     if model == "vnet" and cfg.channels and tuple(cfg.channels) != VNET_CHANNELS:
         # MONAI's VNet has no width argument: plans record the network that is built.
         logger.warning(
@@ -182,20 +276,88 @@ def _network(
             list(VNET_CHANNELS),
         )
         widths = VNET_CHANNELS
-    levels = len(strides) + 1
+    built = _derived_widths(model, widths)
+    # swinunetr may be given (feature_size,), unetr (feature_size, hidden_size)
+    short = {"swinunetr": 1, "unetr": 2}.get(model, 0)
+    if cfg.channels and built != widths and len(widths) > short:
+        logger.warning(
+            "plans.channels %s: %s has fixed width ratios; it builds %s", list(widths), model, built
+        )
+    widths = built
     if len(widths) < levels:
-        widths = tuple(widths) + (widths[-1],) * (levels - len(widths))
+        widths = widths + (widths[-1],) * (levels - len(widths))
+    widths = widths[:levels]
+    if model == "deeplab" and widths[-1] % 4:
+        raise MedsegError(
+            "plans.channels: expected deeplab's deepest width divisible by 4 (one quarter per "
+            f"atrous branch), found {widths[-1]} in {list(widths)}"
+        )
+    return widths
+
+
+def _network(
+    cfg: PlansConfig,
+    model: str,
+    strides: list[tuple[int, int, int]],
+    kernels: list[tuple[int, int, int]],
+    full_res: bool,
+    patch: tuple[int, int, int],
+) -> NetworkSpec:
     return NetworkSpec(
         name=model,  # type: ignore[arg-type]
-        channels=tuple(widths[:levels]),
+        channels=_widths(cfg, model, len(strides) + 1),
         strides=tuple(strides),
         kernel_sizes=tuple(kernels) if model == "dynunet" else (),
         num_res_units=2 if model == "unet" else (1 if model == "dynunet" else 0),
-        deep_supervision=model == "dynunet",
+        # U-Net++ is trained with its nested decoders supervised (Zhou et al., 2018)
+        deep_supervision=model in ("dynunet", "basicunetplusplus"),
         full_res_level=model == "unet" and full_res,
         head_channels=_head_channels(cfg, model),
         dropout=cfg.dropout,
+        input_size=patch if model == "unetr" else (),
     )
+
+
+def default_normalization(modality: str) -> Normalization:
+    """The normalisation planned for a channel of ``modality`` (``plans.normalization: auto``).
+
+    CT: clip to the dataset's foreground 0.5-99.5 percentiles, z-score with its foreground
+    mean/std (nnU-Net's CT scheme: Hounsfield units mean the same in every scan). PET: per-image
+    z-score over all voxels. Measured with ``benchmarks/pet_normalisation.py`` on the 36
+    sarcoma PETs resampled to their CTs: one threshold shared by all cases reaches a mean
+    tumour Dice of 0.617 after per-image z-score and 0.588 after the dataset (CT-style)
+    scheme, i.e. SUV kept; the dataset scheme's worst case is better (0.18 vs 0.02), its mean
+    and median (0.624 vs 0.650) are not. Other modalities (MR, ...): per-image z-score over
+    non-zero voxels (nnU-Net's default).
+    """
+    name = modality.upper()
+    if name == "CT":
+        return "ct"
+    if name in ("PET", "PT", "FDG-PET", "FDG"):
+        return "zscore"
+    return "zscore_nonzero"
+
+
+def _channel_plans(fp: Fingerprint, cfg: PlansConfig) -> tuple[ChannelPlan, ...]:
+    """One :class:`ChannelPlan` per input channel (``plans.normalization`` for channel 0 and
+    ``plans.channel_normalization`` per channel override ``auto``)."""
+    names = fp.channel_modalities
+    overrides = list(cfg.channel_normalization) or [cfg.normalization]
+    out = []
+    for n, (name, stats) in enumerate(zip(names, fp.channel_stats, strict=True)):
+        norm = overrides[n] if n < len(overrides) else "auto"
+        norm = default_normalization(name) if norm == "auto" else norm
+        ct = norm == "ct"
+        out.append(
+            ChannelPlan(
+                modality=name,
+                normalization=norm,  # type: ignore[arg-type]
+                intensity_clip=(stats["p00_5"], stats["p99_5"]) if ct else None,
+                intensity_mean=stats["mean"] if ct else None,
+                intensity_std=max(stats["std"], 1e-6) if ct else None,
+            )
+        )
+    return tuple(out)
 
 
 def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -> Plans:
@@ -203,8 +365,14 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
 
     ``cfg`` overrides any planned value; the default network is the light MONAI ``UNet``
     on CPU and ``DynUNet`` in the nnU-Net layout with deep supervision on CUDA.
+    ``cfg.configuration`` ``2d`` plans nnU-Net's 2d configuration instead
+    (:func:`medseg.planning.planner_2d.plan_2d`); ``auto`` and ``3d`` plan 3D.
     """
     cfg = cfg or PlansConfig()
+    if cfg.configuration == "2d":
+        from medseg.planning.planner_2d import plan_2d  # it builds on this module
+
+        return plan_2d(fp, device, cfg)
     spacing = np.asarray(cfg.target_spacing or target_spacing(fp, cfg.anisotropy_threshold))
     shapes = np.asarray(fp.shapes, float) * np.asarray(fp.spacings, float) / spacing
     median = np.median(shapes, axis=0)
@@ -220,25 +388,25 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
         # See _WIDTHS: worth its 2.5x step time when the step fits the budget (MSD
         # Hippocampus), not when a batch of 2 already overshoots it (CT phantoms).
         full_res = batch * patch_vox <= budget
-    network = _network(cfg, model, strides, kernels, full_res)
-    norm = cfg.normalization
-    if norm == "auto":
-        norm = "ct" if fp.modality.upper() == "CT" else "zscore_nonzero"
-    ct = norm == "ct"
+    patch_int = (int(patch[0]), int(patch[1]), int(patch[2]))
+    network = _network(cfg, model, strides, kernels, full_res, patch_int)
+    channels = _channel_plans(fp, cfg)
+    first = channels[0]
     plans = Plans(
         modality=fp.modality,
         labels={int(k): v for k, v in fp.labels.items()},
         target_spacing=tuple(float(s) for s in spacing),  # type: ignore[arg-type]
-        normalization=norm,  # type: ignore[arg-type]
-        patch_size=tuple(int(p) for p in patch),  # type: ignore[arg-type]
+        normalization=first.normalization,
+        patch_size=patch_int,
         batch_size=batch,
         network=network,
-        intensity_clip=(fp.intensity["p00_5"], fp.intensity["p99_5"]) if ct else None,
-        intensity_mean=fp.intensity["mean"] if ct else None,
-        intensity_std=max(fp.intensity["std"], 1e-6) if ct else None,
+        intensity_clip=first.intensity_clip,
+        intensity_mean=first.intensity_mean,
+        intensity_std=first.intensity_std,
         crop_foreground=True,
         median_shape=tuple(round(float(m)) for m in median),  # type: ignore[arg-type]
         mirror_axes=mirror_axes(fp),
+        input_channels=channels if len(channels) > 1 else (),
     )
     network.validate()
     plans.validate()

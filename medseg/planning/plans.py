@@ -17,7 +17,19 @@ from medseg.errors import MedsegError
 from medseg.io.jsonfile import read_json
 
 Normalization = Literal["ct", "zscore_nonzero", "zscore"]
-NetworkName = Literal["unet", "dynunet", "vnet", "segresnet", "basicunet"]
+NetworkName = Literal[
+    "unet",
+    "dynunet",
+    "vnet",
+    "segresnet",
+    "basicunet",
+    "swinunetr",
+    "unetr",
+    "attentionunet",
+    "basicunetplusplus",
+    "highresnet",
+    "deeplab",
+]
 
 
 @dataclass(frozen=True)
@@ -28,7 +40,10 @@ class NetworkSpec:
     ----------
     name
         Registry name: ``unet`` (MONAI ``UNet``), ``dynunet`` (nnU-Net layout, deep
-        supervision), ``vnet``, ``segresnet``, ``basicunet``.
+        supervision), ``vnet``, ``segresnet``, ``basicunet``, ``swinunetr``, ``unetr``,
+        ``attentionunet``, ``basicunetplusplus`` (U-Net++), ``highresnet`` and ``deeplab``
+        (DeepLabV3+-style, MONAI ``SimpleASPP``). Which of the fields below each network
+        reads: ``medseg.networks.registry.NETWORKS`` (``honours``; ``medseg train --help``).
     channels
         Feature maps per resolution level (first = full resolution; for ``unet`` only with
         ``full_res_level``).
@@ -54,6 +69,15 @@ class NetworkSpec:
         emits the classes itself, so its last transposed convolution, instance norm and
         residual unit run on ``out_channels`` maps (3 for two labels). N > 0: that block
         emits N feature maps and a 1x1x1 convolution maps them to the classes.
+    input_size
+        ``unetr`` only: the one input size (voxels, RAS) the network is built for (MONAI
+        ``UNETR``'s ``img_size``, sizing its position embeddings): the planned patch.
+        Empty for every other network (they take any multiple of their total stride).
+    slice_axis
+        ``None``: a 3D network. 0, 1 or 2 (``unet``, ``dynunet`` only): the network is
+        built 2D (``spatial_dims=2``) and run slice by slice along this RAS axis
+        (:class:`medseg.networks.slicewise.SliceWise2D`); ``strides`` and ``kernel_sizes``
+        keep their ``(sx, sy, sz)`` form, the entry along ``slice_axis`` ignored (stride 1).
     """
 
     name: NetworkName = "unet"
@@ -65,9 +89,15 @@ class NetworkSpec:
     dropout: float = 0.0
     full_res_level: bool = False
     head_channels: int = 0
+    input_size: tuple[int, ...] = ()
+    slice_axis: int | None = None
 
     def validate(self) -> None:
         """Check that level counts agree; raise :class:`MedsegError` otherwise."""
+        if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
+            raise MedsegError(
+                f"network.slice_axis: expected a RAS axis 0..2 or null, found {self.slice_axis}"
+            )
         if len(self.strides) != len(self.channels) - 1:
             raise MedsegError(
                 f"network: expected {len(self.channels) - 1} strides for "
@@ -80,6 +110,25 @@ class NetworkSpec:
                 f"network: expected {len(self.channels)} kernel sizes, "
                 f"found {len(self.kernel_sizes)}"
             )
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    """Normalisation of one input channel (see :attr:`Plans.normalization` for the schemes).
+
+    Parameters
+    ----------
+    modality
+        The manifest's name for the channel (``"CT"``, ``"PET"``, ``"T2"``, ...).
+    normalization, intensity_clip, intensity_mean, intensity_std
+        As the fields of the same names of :class:`Plans`, for this channel.
+    """
+
+    modality: str
+    normalization: Normalization
+    intensity_clip: tuple[float, float] | None = None
+    intensity_mean: float | None = None
+    intensity_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +161,20 @@ class Plans:
         RAS axes along which mirroring keeps labels meaningful (training augmentation and
         test-time mirroring). Planning drops an axis along which two labels always lie in
         the same order (anterior/posterior, left/right structures).
+    input_channels
+        One :class:`ChannelPlan` per input channel when there are several (channel 0's
+        entry repeats ``modality``, ``normalization`` and the intensity fields above, which
+        always describe channel 0). Empty (single-channel plans, and plans written before
+        multi-channel input): one channel, described by those fields.
+    configuration
+        ``3d`` (plans written before this field): a 3D network on 3D patches. ``2d``:
+        nnU-Net's 2d configuration, a 2D network run slice by slice along ``slice_axis``
+        (``network.slice_axis``); ``patch_size`` is 1 voxel (or a few slices, seen as a
+        batch of independent slices) along that axis, and the rest of the pipeline
+        (preprocessing, sampling, sliding windows, resampling back) is the 3D one.
+    slice_axis
+        ``2d`` only: the RAS axis slices are taken along (the coarsest target spacing);
+        ``None`` for ``3d``.
     """
 
     modality: str
@@ -127,12 +190,39 @@ class Plans:
     crop_foreground: bool = True
     median_shape: tuple[int, int, int] = (0, 0, 0)
     mirror_axes: tuple[int, ...] = (0, 1, 2)
+    input_channels: tuple[ChannelPlan, ...] = ()
     version: int = 1
+    configuration: Literal["3d", "2d"] = "3d"
+    slice_axis: int | None = None
 
     @property
     def num_classes(self) -> int:
         """Number of output channels (background included)."""
         return max(self.labels) + 1
+
+    @property
+    def channel_plans(self) -> tuple[ChannelPlan, ...]:
+        """Every input channel's normalisation, channel 0 first."""
+        if self.input_channels:
+            return self.input_channels
+        first = ChannelPlan(
+            self.modality,
+            self.normalization,
+            self.intensity_clip,
+            self.intensity_mean,
+            self.intensity_std,
+        )
+        return (first,)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the network."""
+        return len(self.channel_plans)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Modality name of each input channel, channel 0 first."""
+        return tuple(c.modality for c in self.channel_plans)
 
     def validate(self) -> None:
         """Check consistency; raise :class:`MedsegError` naming the field otherwise."""
@@ -140,13 +230,34 @@ class Plans:
             raise MedsegError("plans.labels: expected label 0 (background) to be named")
         if any(s <= 0 for s in self.target_spacing):
             raise MedsegError(f"plans.target_spacing: expected > 0 mm, found {self.target_spacing}")
-        if any(p < 8 for p in self.patch_size):
-            raise MedsegError(f"plans.patch_size: expected >= 8 voxels, found {self.patch_size}")
-        if self.normalization == "ct" and (
-            self.intensity_clip is None or self.intensity_mean is None or not self.intensity_std
-        ):
+        self._validate_configuration()
+        in_plane = [p for a, p in enumerate(self.patch_size) if a != self.slice_axis]
+        if any(p < 8 for p in in_plane) or any(p < 1 for p in self.patch_size):
             raise MedsegError(
-                "plans: 'ct' normalisation needs intensity_clip, intensity_mean and intensity_std"
+                f"plans.patch_size: expected >= 8 voxels (2d: >= 1 along slice_axis), "
+                f"found {self.patch_size}"
+            )
+        for n, c in enumerate(self.channel_plans):
+            if c.normalization == "ct" and (
+                c.intensity_clip is None or c.intensity_mean is None or not c.intensity_std
+            ):
+                raise MedsegError(
+                    f"plans: 'ct' normalisation of channel {n} ({c.modality}) needs "
+                    "intensity_clip, intensity_mean and intensity_std"
+                )
+
+    def _validate_configuration(self) -> None:
+        """``configuration``, ``slice_axis`` and ``network.slice_axis`` agree."""
+        want = self.slice_axis if self.configuration == "2d" else None
+        if self.configuration == "2d" and self.slice_axis not in (0, 1, 2):
+            raise MedsegError(
+                f"plans.slice_axis: expected a RAS axis 0..2 for configuration '2d', "
+                f"found {self.slice_axis}"
+            )
+        if self.slice_axis != want or self.network.slice_axis != want:
+            raise MedsegError(
+                f"plans: expected slice_axis and network.slice_axis {want} for configuration "
+                f"'{self.configuration}', found {self.slice_axis} and {self.network.slice_axis}"
             )
 
 

@@ -8,7 +8,8 @@ which steps to apply (nnU-Net's rule on validation Dice).
   gets worse; :func:`save_postprocessing` / :func:`load_postprocessing` store the choice as JSON.
 """
 
-from medseg.postprocessing.crf import CRFConfig, crf_refine_labels, dense_crf
+from medseg.postprocessing.crf import CRFConfig, dense_crf
+from medseg.postprocessing.crf_tiled import crf_refine_labels
 from medseg.postprocessing.decide import (
     DecisionCandidates,
     decide_postprocessing,

@@ -41,6 +41,13 @@ class BilateralGrid:
         Where the grid lives.
     cells_per_sigma
         Grid resolution (>= 0.75); finer is more accurate and costs grid memory, not voxel work.
+    offset
+        Index of voxel ``(0, 0, 0)`` in a larger volume this one is a tile of: the grid cells
+        are then those of the larger volume's grid (shifted by whole cells), so a tile filters
+        exactly like the whole volume wherever the kernel does not reach past the tile.
+    intensity_floor
+        Intensity (same units as ``intensity``) where bin 0 starts, shared by every tile of a
+        volume; ``None``: the tile's own minimum.
     """
 
     def __init__(
@@ -51,6 +58,9 @@ class BilateralGrid:
         intensity: torch.Tensor | None,
         device: torch.device,
         cells_per_sigma: float = 1.0,
+        *,
+        offset: Sequence[int] = (0, 0, 0),
+        intensity_floor: float | None = None,
     ) -> None:
         if cells_per_sigma < 0.75:
             raise ValueError(f"cells_per_sigma must be >= 0.75, found {cells_per_sigma}")
@@ -58,19 +68,23 @@ class BilateralGrid:
         self.blur_sigma = math.sqrt(cells_per_sigma**2 - 1.0 / 3.0)
         self.shape = tuple(int(s) for s in shape)
         self.device = device
-        # grid coordinate of each voxel index along each axis (one cell per sigma)
-        self.axes = [
-            torch.arange(n, device=device, dtype=torch.float32)
-            * (float(sp) * cells_per_sigma / sigma_mm)
-            for n, sp in zip(self.shape, spacing, strict=True)
-        ]
+        # grid coordinate of each voxel index along each axis (cells_per_sigma cells per sigma),
+        # shifted by whole cells so that the first voxel lies in cell 0
+        self.axes = []
+        for n, sp, o in zip(self.shape, spacing, offset, strict=True):
+            scale = float(sp) * cells_per_sigma / sigma_mm
+            first = int(o) * scale
+            start = first - math.floor(first)
+            self.axes.append(torch.arange(n, device=device, dtype=torch.float32) * scale + start)
         self.cells = [math.floor(float(a[-1])) + 2 for a in self.axes]
         if intensity is None:
             self.r = None
             self.bins = 1
         else:
             r = intensity.to(device=device, dtype=torch.float32)
-            self.r = ((r - r.min()) * cells_per_sigma).contiguous()
+            floor = float(r.min()) if intensity_floor is None else float(intensity_floor)
+            r = (r - floor) * cells_per_sigma
+            self.r = (r - math.floor(float(r.min()))).contiguous()  # whole bins only
             self.bins = math.floor(float(self.r.max())) + 2
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] | None = (
             {} if math.prod(self.shape) <= _CACHE_VOXELS else None

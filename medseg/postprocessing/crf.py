@@ -28,9 +28,14 @@ filtered value for the bilateral kernel and 2-3% for the spatial one (tests allo
 ``c = 1.5`` roughly halves it): the grid's tents are not exactly Gaussian. The self term
 ``j = i`` is not excluded, which adds a tiny bias towards the current label (one voxel's share
 of the kernel mass is < 1% for sigmas of a few voxels). The image is clipped to its 0.5-99.5
-percentiles to bound the grid size. Everything is float32; per-voxel grid coordinates are
-cached (about 44 bytes per voxel for both kernels) for volumes up to 16.7 Mvox and recomputed
-per pass beyond that.
+percentiles to bound the grid size (percentiles, mean and std streamed slab by slab, so no
+float copy of the image is made for them). Everything is float32; per-voxel grid coordinates
+are cached (about 44 bytes per voxel for both kernels) for volumes up to 16.7 Mvox and
+recomputed per pass beyond that.
+
+:func:`dense_crf` filters one block at once (about 130 bytes per voxel for 2 classes);
+:func:`medseg.postprocessing.crf_tiled.crf_refine_labels` runs it around the foreground tile
+by tile, with bounded memory.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,17 +103,6 @@ class CRFConfig:
             raise MedsegError(f"crf.device: expected auto, cpu or cuda[:N], found {self.device!r}")
 
 
-def _zscore_clipped(image: torch.Tensor) -> torch.Tensor:
-    """Z-score ``image`` over the volume and clip to its 0.5-99.5 percentiles."""
-    flat = image.reshape(-1)
-    step = max(1, flat.numel() // 1_000_000)  # quantile on a subsample: torch caps its size
-    sample = flat[::step]
-    lo, hi = torch.quantile(sample, torch.tensor([0.005, 0.995], device=image.device))
-    clipped = image.clamp(float(lo), float(hi))
-    std = clipped.std()
-    return (clipped - clipped.mean()) / (std if float(std) > 0 else 1.0)
-
-
 def _as_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Share memory where possible; copies numpy views with negative strides (flipped arrays)."""
     if isinstance(array, torch.Tensor):
@@ -135,20 +130,144 @@ def _check_inputs(
         raise MedsegError(f"dense_crf: expected 3 positive spacings in mm, found {spacing}")
 
 
+def _crop(array: np.ndarray | torch.Tensor, box: Sequence[slice]) -> torch.Tensor:
+    """``array[..., box]`` as a tensor; only the crop is copied (numpy views with any strides)."""
+    index: tuple[Any, ...] = (Ellipsis, *box)
+    if isinstance(array, torch.Tensor):
+        return array[index]
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(array)[index]))
+
+
+@dataclass(frozen=True)
+class _Normalisation:
+    """``z = (clip(x, lo, hi) - mean) / std``: the image z-scored over the CRF's box."""
+
+    lo: float
+    hi: float
+    mean: float
+    std: float
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.to(torch.float32).clamp(self.lo, self.hi) - self.mean) / self.std
+
+    @property
+    def floor(self) -> float:
+        """The smallest ``z`` (where the bilateral grid's bin 0 starts for every tile)."""
+        return (self.lo - self.mean) / self.std
+
+
+def _slabs(box: Sequence[slice], voxels: int = 1 << 21) -> list[tuple[slice, ...]]:
+    """``box`` cut along its first axis into slabs of about ``voxels`` voxels."""
+    plane = max(1, (box[1].stop - box[1].start) * (box[2].stop - box[2].start))
+    step = max(1, voxels // plane)
+    starts = range(box[0].start, box[0].stop, step)
+    return [(slice(i, min(i + step, box[0].stop)), box[1], box[2]) for i in starts]
+
+
+def _intensity_stats(image: np.ndarray | torch.Tensor, box: Sequence[slice]) -> _Normalisation:
+    """Clip to the 0.5-99.5 percentiles of ``image[box]`` and z-score over the box.
+
+    Streamed slab by slab (no float copy of the box): percentiles of every ``step``-th voxel
+    in C order (torch caps ``quantile``'s input size), mean and std of the clipped box in
+    float64.
+    """
+    n = math.prod(s.stop - s.start for s in box)
+    step = max(1, n // 1_000_000)
+    parts, seen = [], 0
+    for slab in _slabs(box):
+        flat = _crop(image, slab).reshape(-1)
+        parts.append(flat[(-seen) % step :: step].to(torch.float32))
+        seen += flat.numel()
+    sample = torch.cat(parts)
+    levels = torch.tensor([0.005, 0.995], device=sample.device)
+    lo, hi = (float(v) for v in torch.quantile(sample, levels))
+    total = squares = 0.0
+    for slab in _slabs(box):
+        values = _crop(image, slab).to(torch.float64).clamp(lo, hi) - lo  # shifted: exact sums
+        total += float(values.sum())
+        squares += float((values * values).sum())
+    mean = total / n
+    var = (squares - n * mean * mean) / max(1, n - 1)
+    std = math.sqrt(max(var, 0.0))
+    return _Normalisation(lo, hi, mean + lo, std if std > 0 else 1.0)
+
+
+def _mean_field(
+    probabilities: torch.Tensor,
+    image: torch.Tensor,
+    spacing: Sequence[float],
+    config: CRFConfig,
+    norm: _Normalisation,
+    offset: Sequence[int] = (0, 0, 0),
+) -> torch.Tensor:
+    """Mean-field CRF on one block: ``(C, I, J, K)`` probabilities -> refined ``q``, float32.
+
+    ``offset`` is the block's position in the volume whose grid cells (and ``norm``) it shares.
+    """
+    device = resolve_device(config.device)
+    probs = probabilities.to(device=device, dtype=torch.float32)
+    img = image.to(device=device)
+    _check_inputs(probs, img, spacing)
+    unary = torch.log(probs.clamp_min(1e-6))
+    del probs
+    unary -= torch.logsumexp(unary, dim=0, keepdim=True)
+    kernels = []
+    if config.spatial_weight > 0:
+        grid = BilateralGrid(
+            img.shape,
+            spacing,
+            config.spatial_sigma_mm,
+            None,
+            device,
+            SPATIAL_CELLS_PER_SIGMA,
+            offset=offset,
+        )
+        kernels.append((config.spatial_weight, grid))
+    if config.bilateral_weight > 0:
+        z = norm.apply(img) / config.intensity_sigma
+        grid = BilateralGrid(
+            img.shape,
+            spacing,
+            config.bilateral_sigma_mm,
+            z,
+            device,
+            BILATERAL_CELLS_PER_SIGMA,
+            offset=offset,
+            intensity_floor=norm.floor / config.intensity_sigma,
+        )
+        kernels.append((config.bilateral_weight, grid))
+        del z
+    del img
+    q = torch.softmax(unary, dim=0)
+    for _ in range(config.iterations):
+        logits = unary.clone()
+        for weight, grid in kernels:
+            # Messages sum to 1 over classes (normalised, linear filter of a distribution),
+            # so only C-1 channels are filtered and the last is 1 minus their sum.
+            msg = grid.filter(q[:-1])
+            logits[:-1] += weight * msg
+            logits[-1] += weight * (1.0 - msg.sum(dim=0))
+            del msg
+        q = torch.softmax(logits, dim=0)
+        del logits
+    return q
+
+
 def dense_crf(
     probabilities: np.ndarray | torch.Tensor,
     image: np.ndarray | torch.Tensor,
     spacing: Sequence[float],
     config: CRFConfig | None = None,
 ) -> np.ndarray:
-    """Refine class probabilities with a fully connected 3D CRF (mean field).
+    """Refine class probabilities with a fully connected 3D CRF (mean field), in one block.
 
     Parameters
     ----------
     probabilities
         (C, I, J, K) class probabilities (softmax output, any float dtype), C >= 2.
     image
-        (I, J, K) intensity image on the same grid (any scale: it is z-scored here).
+        (I, J, K) intensity image on the same grid (any scale: it is clipped to its 0.5-99.5
+        percentiles and z-scored here).
     spacing
         Voxel size in mm along I, J, K.
     config
@@ -166,94 +285,8 @@ def dense_crf(
     """
     config = config or CRFConfig()
     config.validate()
-    device = resolve_device(config.device)
-    probs = _as_tensor(probabilities).to(device=device, dtype=torch.float32)
-    img = _as_tensor(image).to(device=device, dtype=torch.float32)
+    probs, img = _as_tensor(probabilities), _as_tensor(image)
     _check_inputs(probs, img, spacing)
     with torch.inference_mode():
-        unary = torch.log(probs.clamp_min(1e-6))
-        unary -= torch.logsumexp(unary, dim=0, keepdim=True)
-        del probs
-        z = _zscore_clipped(img) / config.intensity_sigma
-        kernels = []
-        if config.spatial_weight > 0:
-            grid = BilateralGrid(
-                img.shape, spacing, config.spatial_sigma_mm, None, device, SPATIAL_CELLS_PER_SIGMA
-            )
-            kernels.append((config.spatial_weight, grid))
-        if config.bilateral_weight > 0:
-            grid = BilateralGrid(
-                img.shape, spacing, config.bilateral_sigma_mm, z, device, BILATERAL_CELLS_PER_SIGMA
-            )
-            kernels.append((config.bilateral_weight, grid))
-        del z, img
-        q = torch.softmax(unary, dim=0)
-        for _ in range(config.iterations):
-            logits = unary.clone()
-            for weight, grid in kernels:
-                # Messages sum to 1 over classes (normalised, linear filter of a distribution),
-                # so only C-1 channels are filtered and the last is 1 minus their sum.
-                msg = grid.filter(q[:-1])
-                logits[:-1] += weight * msg
-                logits[-1] += weight * (1.0 - msg.sum(dim=0))
-                del msg
-            q = torch.softmax(logits, dim=0)
-            del logits
-        return q.cpu().numpy()
-
-
-def _foreground_box(
-    labels: np.ndarray, spacing: Sequence[float], margin_mm: float
-) -> tuple[slice, ...] | None:
-    """Bounding box of ``labels != 0`` grown by ``margin_mm``, or ``None`` when empty."""
-    foreground = labels != 0
-    if not foreground.any():
-        return None
-    box = []
-    for axis, sp in enumerate(spacing):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.nonzero(np.any(foreground, axis=other))[0]
-        pad = math.ceil(margin_mm / float(sp))
-        box.append(slice(max(0, idx[0] - pad), min(labels.shape[axis], idx[-1] + pad + 1)))
-    return tuple(box)
-
-
-def crf_refine_labels(
-    probabilities: np.ndarray | torch.Tensor,
-    image: np.ndarray | torch.Tensor,
-    spacing: Sequence[float],
-    config: CRFConfig | None = None,
-) -> np.ndarray:
-    """Argmax labels after a dense CRF run only around the predicted foreground.
-
-    The CRF runs on the bounding box of the non-background argmax grown by
-    ``config.margin_mm``; outside it the labels are the plain argmax.
-
-    Parameters
-    ----------
-    probabilities
-        (C, I, J, K) class probabilities; channel 0 is background.
-    image
-        (I, J, K) intensity image on the same grid.
-    spacing
-        Voxel size in mm along I, J, K.
-    config
-        CRF parameters.
-
-    Returns
-    -------
-    np.ndarray
-        (I, J, K) uint8 (or uint16 when C > 255) label map.
-    """
-    config = config or CRFConfig()
-    probs = _as_tensor(probabilities)
-    dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
-    labels = probs.argmax(dim=0).cpu().numpy().astype(dtype)
-    box = _foreground_box(labels, spacing, config.margin_mm)
-    if box is None:
-        return labels
-    img = _as_tensor(image)
-    channels_box = (slice(None), *box)
-    refined = dense_crf(probs[channels_box], img[box], spacing, config)
-    labels[box] = refined.argmax(axis=0).astype(dtype)
-    return labels
+        norm = _intensity_stats(img, tuple(slice(0, n) for n in img.shape))
+        return _mean_field(probs, img, spacing, config, norm).cpu().numpy()

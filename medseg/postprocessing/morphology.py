@@ -27,9 +27,12 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import MedsegError
-from medseg.postprocessing.crf import CRFConfig, crf_refine_labels
+from medseg.postprocessing.crf import CRFConfig
+from medseg.postprocessing.crf_tiled import ProbabilitySource, crf_refine_labels
 
 logger = logging.getLogger(__name__)
+
+_SLAB_VOXELS = 1 << 21  # voxels per slab where numpy would make int64 copies of a whole box
 
 
 @dataclass(frozen=True)
@@ -113,13 +116,42 @@ def ellipsoid_structure(radius_mm: float, spacing: Sequence[float]) -> np.ndarra
     return dist2 <= radius_mm**2 + 1e-9
 
 
+def _plane_slabs(array: np.ndarray) -> list[slice]:
+    """Slabs of whole planes along axis 0, about 2 Mvox each."""
+    step = max(1, _SLAB_VOXELS // max(1, int(np.prod(array.shape[1:]))))
+    return [slice(i, i + step) for i in range(0, array.shape[0], step)]
+
+
+def _component_sizes(components: np.ndarray, count: int) -> np.ndarray:
+    """Voxels of each component ``0..count`` (int32 labels), counted slab by slab.
+
+    ``np.bincount`` (like fancy indexing) converts its input to int64: on a 512x512x600 box a
+    1.26 GB temporary, per slab a few MB.
+    """
+    sizes = np.zeros(count + 1, dtype=np.int64)
+    for sl in _plane_slabs(components):
+        sizes += np.bincount(components[sl].ravel(), minlength=count + 1)
+    return sizes
+
+
+def _lookup(keep: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """``keep[components]`` slab by slab (no int64 copy of the index array)."""
+    out = np.empty(components.shape, dtype=bool)
+    for sl in _plane_slabs(components):
+        out[sl] = keep[components[sl]]
+    return out
+
+
 def _filter_components(mask: np.ndarray, step: LabelPostprocessing, voxel_mm3: float) -> np.ndarray:
-    """Keep the largest component and/or components >= ``min_size_mm3``; returns a new mask."""
+    """Keep the largest component and/or components >= ``min_size_mm3``; returns a new mask.
+
+    Component labels are int32 (``scipy.ndimage.label``) on the label's bounding box only.
+    """
     structure = ndimage.generate_binary_structure(3, step.connectivity)
     components, count = ndimage.label(mask, structure=structure)
     if count == 0:
         return mask
-    sizes_mm3 = np.bincount(components.ravel(), minlength=count + 1).astype(np.float64)
+    sizes_mm3 = _component_sizes(components, count).astype(np.float64)
     sizes_mm3 *= voxel_mm3
     sizes_mm3[0] = 0.0
     keep = np.ones(count + 1, dtype=bool)
@@ -128,7 +160,7 @@ def _filter_components(mask: np.ndarray, step: LabelPostprocessing, voxel_mm3: f
         keep &= sizes_mm3 >= step.min_size_mm3
     if step.largest_component:
         keep &= np.arange(count + 1) == int(np.argmax(sizes_mm3))
-    return keep[components]
+    return _lookup(keep, components)
 
 
 def _shrink(box: tuple[slice, ...], mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -185,7 +217,7 @@ def apply_postprocessing(
     config: PostprocessConfig,
     *,
     image: np.ndarray | None = None,
-    probabilities: np.ndarray | None = None,
+    probabilities: np.ndarray | ProbabilitySource | None = None,
 ) -> np.ndarray:
     """Run the configured CRF (if any) and per-label morphology; the input is not modified.
 
@@ -200,8 +232,17 @@ def apply_postprocessing(
     image
         (I, J, K) intensity image; needed when ``config.crf`` is set.
     probabilities
-        (C, I, J, K) class probabilities; needed when ``config.crf`` is set. The CRF result
-        replaces ``labels``.
+        (C, I, J, K) class probabilities, or a callable returning them for a box of the grid
+        (:data:`~medseg.postprocessing.crf_tiled.ProbabilitySource`, so that only one CRF tile's
+        probabilities are in memory); needed when ``config.crf`` is set. ``labels`` must be
+        their argmax: the CRF result replaces ``labels`` around the foreground.
+
+    Notes
+    -----
+    Memory: the CRF runs tile by tile (:func:`~medseg.postprocessing.crf_tiled.crf_refine_labels`);
+    every morphology step works on boolean / uint8 crops of one label's bounding box, with
+    int32 component labels (``scipy.ndimage.label``) for component filtering: no int64 or
+    float64 array of the volume's size.
 
     Returns
     -------
@@ -228,7 +269,7 @@ def apply_postprocessing(
                 f"found image={'given' if image is not None else None}, "
                 f"probabilities={'given' if probabilities is not None else None}"
             )
-        out = crf_refine_labels(probabilities, image, spacing, config.crf).astype(labels.dtype)
+        out = crf_refine_labels(probabilities, image, spacing, config.crf, labels=labels)
     else:
         out = labels.copy()
     todo = [k for k in sorted(config.per_label) if not config.per_label[k].is_noop]

@@ -38,9 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.loading import load_case
 from medseg.data.manifest import Case
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.io.channels import DEFAULT_MIN_OVERLAP
 from medseg.planning.plans import Plans
 from medseg.preprocessing.pipeline import preprocessing_transforms
 
@@ -56,7 +58,7 @@ _UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 def plans_key(plans: Plans) -> str:
     """Hash of the fields of ``plans`` that change preprocessed data."""
-    fields = {
+    fields: dict[str, Any] = {
         "modality": plans.modality,
         "spacing": [round(s, 6) for s in plans.target_spacing],
         "norm": plans.normalization,
@@ -67,16 +69,23 @@ def plans_key(plans: Plans) -> str:
         "version": plans.version,
         "cache_format": 2,
     }
+    if plans.in_channels > 1:  # single-channel keys unchanged: existing caches stay valid
+        fields["channels"] = [
+            [c.modality, c.normalization, c.intensity_clip, c.intensity_mean, c.intensity_std]
+            for c in plans.channel_plans
+        ]
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _sources(case: Case) -> list[Path]:
-    return [Path(p) for p in (case.image, case.label) if p is not None]
+    return [Path(p) for p in (*case.images, case.label) if p is not None]
 
 
 def source_key(case: Case) -> str:
-    """Hash of a case's resolved file paths."""
+    """Hash of a case's resolved file paths (and its series and label-map choices)."""
     parts = [str(p.resolve()) for p in _sources(case)]
+    if case.series or case.label_map:
+        parts.append(json.dumps([list(case.series), [list(m) for m in case.label_map]]))
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
 
 
@@ -90,12 +99,15 @@ def file_key(case: Case) -> str:
     return f"{source_key(case)}_{state}"
 
 
-def _preprocess_one(case: Case, plans: Plans, target: Path) -> None:
+def _preprocess_one(
+    case: Case, plans: Plans, target: Path, min_overlap: float = DEFAULT_MIN_OVERLAP
+) -> None:
     keys = ("image", "label") if case.label is not None else ("image",)
-    pipeline = preprocessing_transforms(plans, keys=keys)
-    data = {"image": case.image}
-    if case.label is not None:
-        data["label"] = case.label
+    pipeline = preprocessing_transforms(plans, keys=keys, load=False)
+    image, label = load_case(case, plans.in_channels, min_overlap=min_overlap)
+    data = {"image": image.to_metatensor()}
+    if label is not None:
+        data["label"] = label.to_metatensor()
     out = pipeline(data)
     image = out["image"]
     arrays: dict[str, Any] = {
@@ -242,12 +254,20 @@ class PreprocessedCache:
         used entries are evicted first, never those used since this object was made.
     """
 
-    def __init__(self, root: str | Path, plans: Plans, *, max_gb: float = DEFAULT_MAX_GB) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        plans: Plans,
+        *,
+        max_gb: float = DEFAULT_MAX_GB,
+        min_overlap: float = DEFAULT_MIN_OVERLAP,
+    ) -> None:
         if not max_gb >= 0:
             raise MedsegError(f"cache max_gb: expected >= 0 (0: no cap), found {max_gb}")
         self.plans = plans
         self.root = Path(root)
         self.max_gb = max_gb
+        self.min_overlap = min_overlap
         self.dir = self.root / plans_key(plans)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._since = time.time() - 1.0  # file times may be coarser than time.time()
@@ -284,7 +304,7 @@ class PreprocessedCache:
             self.dir.mkdir(parents=True, exist_ok=True)
 
             def work(item: tuple[Case, Path]) -> None:
-                _preprocess_one(item[0], self.plans, item[1])
+                _preprocess_one(item[0], self.plans, item[1], self.min_overlap)
                 self._prune(item[0], item[1])
                 if on_case is not None:
                     on_case(item[0])

@@ -7,7 +7,8 @@ back onto the source grid):
 
 1. ``Orientationd`` to RAS (the axis order of ``Plans.target_spacing`` and ``patch_size``);
 2. ``CropForegroundd`` to the bounding box of non-zero image voxels (optional);
-3. intensity normalisation by modality (CT: clip + dataset z-score; MR: per-image z-score);
+3. intensity normalisation per input channel, by modality (CT: clip + dataset z-score;
+   PET: per-image z-score; MR: per-image z-score over non-zero voxels);
 4. ``Spacingd`` to ``Plans.target_spacing`` (trilinear for images, nearest for labels).
 """
 
@@ -23,14 +24,18 @@ from monai.transforms import (
     CropForegroundd,
     EnsureTyped,
     MapTransform,
-    NormalizeIntensityd,
     Orientationd,
+    ScaleIntensityRange,
     ScaleIntensityRanged,
     Spacingd,
+    Transform,
 )
 
+from medseg.errors import MedsegError
+from medseg.io.channels import load_channels
 from medseg.io.reader import load_volume
-from medseg.planning.plans import Plans
+from medseg.planning.plans import ChannelPlan, Plans
+from medseg.preprocessing.streamed import ZScoreIntensity
 
 
 class LoadVolumed(MapTransform):
@@ -38,7 +43,9 @@ class LoadVolumed(MapTransform):
 
     Unlike MONAI's ``LoadImaged`` it reads DICOM series folders with medseg's checks
     (slice sorting, gaps, several series) and raises :class:`~medseg.errors.MedsegError`
-    naming the file. Values that are already tensors are passed through.
+    naming the file. A list of paths is one case's input channels
+    (:func:`medseg.io.channels.load_channels`: ``(C, I, J, K)`` on channel 0's grid).
+    Values that are already tensors are passed through.
     """
 
     def __init__(self, keys: Sequence[str], *, allow_missing_keys: bool = False) -> None:
@@ -51,7 +58,10 @@ class LoadVolumed(MapTransform):
             if isinstance(value, torch.Tensor):
                 continue
             is_label = str(key) == "label"
-            volume = load_volume(value, allow_empty=is_label)
+            if isinstance(value, list | tuple):
+                volume = load_channels(value)
+            else:
+                volume = load_volume(value, allow_empty=is_label)
             d[key] = volume.to_metatensor()
         return d
 
@@ -60,22 +70,60 @@ def _is_nonzero(x: torch.Tensor) -> torch.Tensor:
     return x != 0
 
 
+def _channel_transform(channel: ChannelPlan) -> Transform:
+    """One channel's normalisation as a MONAI array transform on ``(1, X, Y, Z)``."""
+    if channel.normalization == "ct":
+        lo, hi = channel.intensity_clip  # type: ignore[misc]
+        mean, std = float(channel.intensity_mean), float(channel.intensity_std)  # type: ignore[arg-type]
+        # Clip-then-z-score is one linear map with clipping: ScaleIntensityRange does it.
+        return ScaleIntensityRange(
+            a_min=lo, a_max=hi, b_min=(lo - mean) / std, b_max=(hi - mean) / std, clip=True
+        )
+    # MONAI's NormalizeIntensity, in place with streamed statistics (bounded memory)
+    return ZScoreIntensity(nonzero=channel.normalization == "zscore_nonzero")
+
+
+class ChannelNormalized(MapTransform):
+    """Normalise each input channel of ``key`` by its own :class:`ChannelPlan`.
+
+    MONAI's intensity transforms apply one scheme to every channel; a CT + PET input needs
+    the CT clipped and z-scored with dataset statistics and the PET z-scored per image, so
+    each channel goes through its own MONAI transform.
+    """
+
+    def __init__(self, key: str, channels: Sequence[ChannelPlan]) -> None:
+        super().__init__([key])
+        self.key = key
+        self.transforms = [_channel_transform(c) for c in channels]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        img = d[self.key]
+        if img.shape[0] != len(self.transforms):
+            raise MedsegError(
+                f"expected {len(self.transforms)} input channel(s), found {img.shape[0]}",
+                getattr(img, "meta", {}).get("filename_or_obj"),
+            )
+        # On a clone: MONAI's NormalizeIntensity z-scores in place, and the input may share
+        # memory with the caller's Volume (which must never change).
+        out = img.clone()
+        for c, transform in enumerate(self.transforms):
+            out[c : c + 1] = torch.as_tensor(transform(out[c : c + 1]))
+        d[self.key] = out
+        return d
+
+
 def normalization_transform(plans: Plans, image_key: str = "image") -> MapTransform:
     """The intensity normalisation of ``plans`` as a MONAI transform on ``image_key``."""
-    if plans.normalization == "ct":
-        lo, hi = plans.intensity_clip  # type: ignore[misc]
-        mean, std = float(plans.intensity_mean), float(plans.intensity_std)  # type: ignore[arg-type]
-        # Clip-then-z-score is one linear map with clipping: ScaleIntensityRanged does it.
-        return ScaleIntensityRanged(
-            image_key,
-            a_min=lo,
-            a_max=hi,
-            b_min=(lo - mean) / std,
-            b_max=(hi - mean) / std,
-            clip=True,
-        )
-    return NormalizeIntensityd(
-        image_key, nonzero=plans.normalization == "zscore_nonzero", channel_wise=True
+    channels = plans.channel_plans
+    if len(channels) > 1 or plans.normalization != "ct":  # z-scores work on a copy
+        return ChannelNormalized(image_key, channels)
+    lo, hi = plans.intensity_clip  # type: ignore[misc]
+    mean, std = float(plans.intensity_mean), float(plans.intensity_std)  # type: ignore[arg-type]
+    # Clip-then-z-score is one linear map with clipping: ScaleIntensityRanged does it (and
+    # returns a new array).
+    return ScaleIntensityRanged(
+        image_key, a_min=lo, a_max=hi, b_min=(lo - mean) / std, b_max=(hi - mean) / std, clip=True
     )
 
 
@@ -101,7 +149,8 @@ def preprocessing_transforms(
     Returns
     -------
     monai.transforms.Compose
-        Output image ``(1, X, Y, Z)`` float32 in RAS at ``plans.target_spacing``; labels
+        Output image ``(C, X, Y, Z)`` float32 in RAS at ``plans.target_spacing`` (``C =
+        plans.in_channels``, each channel normalised by its own scheme); labels
         ``(1, X, Y, Z)`` on the same grid.
     """
     keys = list(keys)

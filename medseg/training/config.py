@@ -28,7 +28,9 @@ class DataConfig:
     preprocessed cases, shared by runs and folds (empty: ``~/.cache/medseg/preprocessed``),
     kept under ``cache_max_gb`` (least recently used entries go first, never the run's own;
     0: no cap). ``allow_outside_root`` accepts manifest paths that leave ``data_root``
-    (refused by default).
+    (refused by default). ``min_channel_overlap``: the smallest share of channel 0's field
+    of view that every other input channel must cover (multi-channel manifests; see
+    :mod:`medseg.io.channels`).
     """
 
     manifest: str = ""
@@ -40,12 +42,18 @@ class DataConfig:
     cache_max_gb: float = 20.0
     allow_outside_root: bool = False
     validate_files: bool = True
+    min_channel_overlap: float = 0.9
 
     def validate(self) -> None:
         """Check the fold index against the number of folds."""
         if self.cache_max_gb < 0:
             raise MedsegError(
                 f"data.cache_max_gb: expected >= 0 (0: no cap), found {self.cache_max_gb}"
+            )
+        if not 0.0 <= self.min_channel_overlap <= 1.0:
+            raise MedsegError(
+                "data.min_channel_overlap: expected a share in 0..1, found "
+                f"{self.min_channel_overlap}"
             )
         if self.folds < 2:
             raise MedsegError(f"data.folds: expected >= 2, found {self.folds}")

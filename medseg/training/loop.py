@@ -103,8 +103,10 @@ class FoldTrainer:
         self.val_cases = val_cases
         self.state = FoldState()
         seed_epoch(self.tc.seed, -1, None)  # weight initialisation follows the seed
-        self.net = build_network(plans.network, 1, plans.num_classes).to(device)
-        self.memory_format = memory_format(self.tc.channels_last, plans.network.name, device)
+        self.net = build_network(plans.network, plans.in_channels, plans.num_classes).to(device)
+        # channels_last_3d needs 5D weights: a 2d (slice-wise) network stays contiguous
+        layout = self.tc.channels_last if plans.slice_axis is None else "off"
+        self.memory_format = memory_format(layout, plans.network.name, device)
         self.net = self.net.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.model: nn.Module = self.net
         # Weight averaging from torch itself (no hand-written EMA); buffers (norm statistics)

@@ -123,10 +123,14 @@ def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main
         raise MedsegError("expected labelled training cases, found none", manifest.path)
     if is_main and not resume:
         if cfg.data.validate_files:
-            validate_manifest(manifest).raise_if_failed()
+            validate_manifest(manifest, min_overlap=cfg.data.min_channel_overlap).raise_if_failed()
         out.mkdir(parents=True, exist_ok=True)
         fp = compute_fingerprint(
-            manifest.training, manifest.labels, manifest.modality.get(0, "MR"), seed=cfg.train.seed
+            manifest.training,
+            manifest.labels,
+            [manifest.modality[c] for c in sorted(manifest.modality)],
+            seed=cfg.train.seed,
+            min_overlap=cfg.data.min_channel_overlap,
         )
         save_fingerprint(fp, out / "fingerprint.json")
         planned = plan(fp, device, cfg.plans)
@@ -230,7 +234,10 @@ def _train_folds(
             plans.mirror_axes,
         )
     cache = PreprocessedCache(
-        cfg.data.cache_dir or DEFAULT_CACHE, plans, max_gb=cfg.data.cache_max_gb
+        cfg.data.cache_dir or DEFAULT_CACHE,
+        plans,
+        max_gb=cfg.data.cache_max_gb,
+        min_overlap=cfg.data.min_channel_overlap,
     )
     by_id = {c.case_id: c for c in manifest.training}
     if info.is_main:

@@ -26,6 +26,8 @@ from monai.transforms import (
     CenterSpatialCropd,
     ClassesToIndicesd,
     Compose,
+    ConcatItemsd,
+    DeleteItemsd,
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
@@ -37,6 +39,7 @@ from monai.transforms import (
     RandScaleIntensityFixedMeand,
     RandSimulateLowResolutiond,
     SpatialPadd,
+    SplitDimd,
 )
 
 from medseg.planning.plans import Plans
@@ -62,11 +65,15 @@ def _anisotropic_axis(spacing: tuple[float, ...], threshold: float = 3.0) -> int
 def sampling_shape(plans: Plans, aug: AugmentConfig) -> tuple[int, ...]:
     """Voxel shape of the region cropped from a case before rotation/scaling, ``(X, Y, Z)``.
 
-    ``plans.patch_size`` enlarged 1.25x when rotation or scaling is on, else the patch size.
+    ``plans.patch_size`` enlarged 1.25x when rotation or scaling is on, else the patch size;
+    never along ``plans.slice_axis`` (2d: rotation and scaling stay in-plane).
     """
     patch = np.asarray(plans.patch_size)
     affine_on = aug.rotate_prob > 0 or aug.scale_prob > 0
-    return tuple(int(p) for p in (np.ceil(patch * 1.25) if affine_on else patch))
+    crop = np.ceil(patch * 1.25) if affine_on else patch.copy()
+    if plans.slice_axis is not None:
+        crop[plans.slice_axis] = patch[plans.slice_axis]
+    return tuple(int(p) for p in crop)
 
 
 def padded_shape(
@@ -148,9 +155,12 @@ def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float
     if affine_on:
         angle = np.deg2rad(aug.rotate_degrees) if aug.rotate_prob > 0 else 0.0
         coarse = _anisotropic_axis(plans.target_spacing)
+        if plans.slice_axis is not None:  # 2d: rotate and scale within the slice only
+            coarse = plans.slice_axis
         # Anisotropic data: rotate only within the fine plane (about the coarse axis).
         rot = [angle if coarse in (None, a) else 0.0 for a in range(3)]
         lo, hi = aug.scale_range if aug.scale_prob > 0 else (1.0, 1.0)
+        scale = [(0.0, 0.0) if a == plans.slice_axis else (lo - 1.0, hi - 1.0) for a in range(3)]
         prob = 1.0 - (1.0 - aug.rotate_prob) * (1.0 - aug.scale_prob)
         steps.append(
             RandAffined(
@@ -158,7 +168,7 @@ def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float
                 prob=prob,
                 spatial_size=tuple(int(p) for p in patch),
                 rotate_range=rot,
-                scale_range=[(lo - 1.0, hi - 1.0)] * 3,
+                scale_range=scale,
                 mode=("bilinear", "nearest"),
                 padding_mode="zeros",
                 cache_grid=True,
@@ -170,15 +180,15 @@ def spatial_transforms(plans: Plans, aug: AugmentConfig, foreground_ratio: float
     return steps
 
 
-def intensity_transforms(aug: AugmentConfig) -> list[Any]:
-    """Noise, blur, brightness, contrast, simulated low resolution and gamma (image only)."""
+def intensity_transforms(aug: AugmentConfig, key: str = "image") -> list[Any]:
+    """Noise, blur, brightness, contrast, simulated low resolution and gamma (on ``key``)."""
     steps: list[Any] = []
     if aug.noise_prob:
-        steps.append(RandGaussianNoised("image", prob=aug.noise_prob, std=0.1))
+        steps.append(RandGaussianNoised(key, prob=aug.noise_prob, std=0.1))
     if aug.blur_prob:
         steps.append(
             RandGaussianSmoothd(
-                "image",
+                key,
                 prob=aug.blur_prob,
                 sigma_x=(0.5, 1.0),
                 sigma_y=(0.5, 1.0),
@@ -186,20 +196,18 @@ def intensity_transforms(aug: AugmentConfig) -> list[Any]:
             )
         )
     if aug.brightness_prob:
-        steps.append(RandScaleIntensityd("image", factors=0.25, prob=aug.brightness_prob))
+        steps.append(RandScaleIntensityd(key, factors=0.25, prob=aug.brightness_prob))
     if aug.contrast_prob:
         steps.append(
             RandScaleIntensityFixedMeand(
-                "image", factors=0.25, prob=aug.contrast_prob, preserve_range=True
+                key, factors=0.25, prob=aug.contrast_prob, preserve_range=True
             )
         )
     if aug.lowres_prob:
-        steps.append(
-            RandSimulateLowResolutiond("image", prob=aug.lowres_prob, zoom_range=(0.5, 1.0))
-        )
+        steps.append(RandSimulateLowResolutiond(key, prob=aug.lowres_prob, zoom_range=(0.5, 1.0)))
     if aug.gamma_prob:
         steps.append(
-            RandAdjustContrastd("image", prob=aug.gamma_prob, gamma=(0.7, 1.5), retain_stats=True)
+            RandAdjustContrastd(key, prob=aug.gamma_prob, gamma=(0.7, 1.5), retain_stats=True)
         )
     return steps
 
@@ -212,10 +220,28 @@ def training_transforms(
     Returns
     -------
     monai.transforms.Compose
-        Maps a cached case to a list with one patch dict (``image`` ``(1, *patch_size)``
+        Maps a cached case to a list with one patch dict (``image`` ``(C, *patch_size)``
         float32, ``label`` ``(1, *patch_size)``); MONAI's ``list_data_collate`` batches it.
     """
     return Compose(
-        spatial_transforms(plans, aug, foreground_ratio) + intensity_transforms(aug),
+        spatial_transforms(plans, aug, foreground_ratio) + per_channel_intensity(plans, aug),
         map_items=True,
     )
+
+
+def per_channel_intensity(plans: Plans, aug: AugmentConfig) -> list[Any]:
+    """:func:`intensity_transforms`, drawn independently for every input channel.
+
+    One channel: applied to ``image`` directly. Several (CT + PET): ``image`` is split into
+    one key per channel (``SplitDimd``), each gets its own random draws, as nnU-Net's
+    per-channel intensity augmentation does, and the channels are stacked back.
+    """
+    if plans.in_channels == 1:
+        return intensity_transforms(aug)
+    names = [f"c{n}" for n in range(plans.in_channels)]
+    keys = [f"image_{n}" for n in names]
+    steps: list[Any] = [SplitDimd("image", output_postfixes=names, dim=0, keepdim=True)]
+    for key in keys:
+        steps += intensity_transforms(aug, key)
+    steps += [ConcatItemsd(keys, "image", dim=0), DeleteItemsd(keys)]
+    return steps

@@ -32,6 +32,7 @@ from medseg.metrics.evaluate import (
     pair_folders,
     pair_manifest,
 )
+from medseg.metrics.panoptic import pooled_panoptic
 from medseg.metrics.summary import (
     HD95_CONVENTION,
     summarize,
@@ -66,6 +67,9 @@ class EvaluateConfig:
         Lesion detection rule: ``any`` overlap, or ``iou`` above ``lesion_iou``.
     lesion_iou
         IoU threshold of ``lesion_match="iou"``.
+    instance_labels
+        Labels that also get panoptic quality (PQ, SQ, RQ and the matched counts; instances
+        are connected components with ``connectivity``, matched at IoU > 0.5).
     qc_cases
         Overlay figures for at most this many cases, worst Dice first (0: none).
     allow_outside_root
@@ -78,17 +82,23 @@ class EvaluateConfig:
     connectivity: int = 3
     lesion_match: Literal["any", "iou"] = "any"
     lesion_iou: float = 0.1
+    instance_labels: tuple[int, ...] = ()
     qc_cases: int = 20
     allow_outside_root: bool = False
 
     def __post_init__(self) -> None:
         """Raise :class:`MedsegError` naming the first out-of-range field."""
-        for name in ("labels", "lesion_labels"):
+        for name in ("labels", "lesion_labels", "instance_labels"):
             values = getattr(self, name) or ()
             if any(v < 1 for v in values):
                 raise MedsegError(
                     f"evaluate.{name}: expected positive label values, found {list(values)}"
                 )
+        if self.labels is not None and set(self.instance_labels) - set(self.labels):
+            raise MedsegError(
+                f"evaluate.instance_labels: expected labels among evaluate.labels "
+                f"{list(self.labels)}, found {list(self.instance_labels)}"
+            )
         if self.connectivity not in CONNECTIVITIES:
             raise MedsegError(
                 f"evaluate.connectivity: expected 1, 2, 3 (or 6, 18, 26), found {self.connectivity}"
@@ -282,6 +292,7 @@ def evaluate_folder(
         connectivity=cfg.connectivity,
         lesion_overlap=cfg.lesion_match,
         lesion_iou_threshold=cfg.lesion_iou,
+        instance_labels=list(cfg.instance_labels),
     )
     ev.unmatched, ev.label_names = unmatched, names
     _check_scored(ev)
@@ -296,6 +307,8 @@ def evaluate_folder(
         resampled_predictions=ev.resampled,
         failed_cases=ev.failed,
     )
+    if cfg.instance_labels:  # dataset-level PQ (Kirillov et al.) beside the per-case means
+        summary["panoptic_pooled"] = pooled_panoptic(ev.rows, cfg.instance_labels)
     result = EvaluateResult(ev, summary)
     if out_dir is not None:
         result.files = write_evaluation(result, out_dir, qc_cases=cfg.qc_cases)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.loading import load_case_image
 from medseg.data.manifest import load_manifest
 from medseg.data.splits import read_splits
 from medseg.errors import MedsegError
@@ -155,7 +156,7 @@ def _predict_fold(
         t0 = time.perf_counter()
         if t0 + last_s > deadline:
             return None, labels
-        volume = load_volume(case.image)
+        volume = load_case_image(case, predictor.plans.in_channels)  # (C, I, J, K) if C > 1
         reference = load_volume(case.label, allow_empty=True)  # type: ignore[arg-type]
         if reference.spatial_shape != volume.spatial_shape or not affines_match(
             reference.affine, volume.affine
@@ -167,7 +168,8 @@ def _predict_fold(
             )
         pred = predictor.predict(volume, with_probabilities=want_probs)
         probs = pred.probabilities.array if pred.probabilities is not None else None
-        image = np.asarray(volume.array, dtype=np.float32) if want_probs else None
+        first = volume.array if volume.array.ndim == 3 else volume.array[0]  # the CRF's: channel 0
+        image = np.asarray(first, dtype=np.float32) if want_probs else None
         data.append((pred.mask.array, np.asarray(reference.array), volume.spacing, image, probs))
         last_s = time.perf_counter() - t0
     return data, labels

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -20,6 +18,7 @@ from atomic_helpers import (
     tear_text_writes,
     write_half_and_raise,
 )
+from bundle_helpers import assert_torchscript_matches_state_dict, bundle_run_and_predict
 from tiny_run import SHAPE, SPACING, make_tiny_run, tiny_plans
 
 from medseg.bundle import export as export_mod
@@ -28,7 +27,6 @@ from medseg.cli import main
 from medseg.data.synthetic import make_ct_phantom
 from medseg.errors import MedsegError
 from medseg.io import write_nifti
-from medseg.networks import build_network
 
 
 @pytest.fixture(scope="module")
@@ -119,26 +117,11 @@ def test_metadata_missing_field_is_reported(bundle: Path, tmp_path: Path) -> Non
 
 def test_torchscript_matches_state_dict(bundle: Path) -> None:
     plans = tiny_plans()
-    net = build_network(plans.network, 1, plans.num_classes)
-    net.load_state_dict(torch.load(bundle / "models/model.pt", weights_only=True))
-    scripted = torch.jit.load(str(bundle / "models/model.ts"))
-    x = torch.randn(1, 1, 32, 32, 16, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), net.eval()(x))
+    assert_torchscript_matches_state_dict(bundle, plans, 1, (32, 32, 16))
 
 
 def test_monai_bundle_run_equals_medseg_predict(bundle: Path, scans: Path, tmp_path: Path) -> None:
-    out_bundle, out_medseg = tmp_path / "bundle_out", tmp_path / "medseg_out"
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "run",
-        "--config_file", str(bundle / "configs/inference.json"),
-        "--dataset_dir", str(scans), "--output_dir", str(out_bundle), "--device", "cpu",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    args = ["predict", "--model", str(bundle), "--input", str(scans), "--output", str(out_medseg)]
-    assert main([*args, "--device", "cpu"]) == 0
+    out_bundle, out_medseg = bundle_run_and_predict(bundle, scans, tmp_path)
     n_labelled = 0
     for name in ("ras_case", "lps_case"):
         a = nib.load(out_bundle / f"{name}.nii.gz")

@@ -87,9 +87,43 @@ def test_existing_report_needs_force(folders):
     assert {r["label"] for r in rows} == {"2"}
 
 
+def test_instances_adds_panoptic_columns_and_pooled_summary(folders, capsys):
+    ref_dir, pred_dir, out = folders
+    (pred_dir / "orphan.nii.gz").unlink()
+    args = ["evaluate", "--pred", str(pred_dir), "--ref", str(ref_dir), "--out", str(out)]
+    assert main([*args, "--qc-cases", "0", "--instances", "2", "--lesion-labels", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert " PQ " in printed and "0.6857" in printed  # the pooled PQ in the table
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    header = next(csv.reader((out / "metrics.csv").open()))
+    assert header.index("lesion_f1") < header.index("pq_tp") < header.index("pq")
+    by = {(r["case"], r["label"]): r for r in rows}
+    # case_a: the 6x6x5 box of label 2 shifted by one voxel (IoU 5/7); case_b: exact after
+    # resampling; case_c: no prediction (one FN)
+    assert float(by["case_a", "2"]["pq"]) == pytest.approx(5 / 7, abs=1e-5)
+    assert by["case_a", "2"]["pq_tp"] == "1" and by["case_a", "2"]["pq_fp"] == "0"
+    assert float(by["case_b", "2"]["pq"]) == 1.0
+    assert by["case_c", "2"]["pq_fn"] == "1" and float(by["case_c", "2"]["pq"]) == 0.0
+    assert by["case_a", "1"]["pq"] == ""  # label 1 not asked for
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["labels"]["2"]["pq"]["mean"] == pytest.approx((5 / 7 + 1) / 3, abs=1e-5)
+    pooled = summary["panoptic_pooled"]["2"]
+    assert (pooled["tp"], pooled["fp"], pooled["fn"]) == (2, 0, 1)
+    assert pooled["pq"] == pytest.approx((5 / 7 + 1) / 2.5, abs=1e-5)
+    assert "1" not in summary["panoptic_pooled"]
+
+
 @pytest.mark.parametrize(
     "extra",
-    [["--labels", "a,b"], ["--connectivity", "4"], ["--lesion-match", "best"], ["--labels", "0"]],
+    [
+        ["--labels", "a,b"],
+        ["--connectivity", "4"],
+        ["--lesion-match", "best"],
+        ["--labels", "0"],
+        ["--instances", "0"],
+        ["--instances", "x"],
+        ["--labels", "1", "--instances", "2"],
+    ],
 )
 def test_user_errors_exit_1(folders, extra):
     ref_dir, pred_dir, _ = folders

@@ -1,4 +1,5 @@
-"""The network registry: every name builds a MONAI network with the right output shape."""
+"""The network registry: every name builds a MONAI network with the right output shape, and
+scripts (``torch.jit.script``) exactly where the registry says it does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from monai.networks.nets import UNet
 
 from medseg.errors import MedsegError
 from medseg.networks import NETWORKS, build_network
+from medseg.networks.registry import torchscript_mode
+from medseg.networks.zoo import UNetPlusPlus
 from medseg.planning.planner import VNET_CHANNELS
 from medseg.planning.plans import NetworkSpec
 
@@ -22,7 +25,22 @@ SMALL = {
     "segresnet": NetworkSpec("segresnet", (4, 8, 16), ((2, 2, 2), (2, 2, 2))),
     "basicunet": NetworkSpec("basicunet", (4, 4, 8, 16, 32), ((2, 2, 2),) * 4),
     "vnet": NetworkSpec("vnet", (16, 32), ((2, 2, 2),)),
+    "swinunetr": NetworkSpec("swinunetr", (12, 12, 24, 48, 96, 192), ((2, 2, 2),) * 5),
+    "unetr": NetworkSpec("unetr", (4, 8, 16, 32, 32), ((2, 2, 2),) * 4, input_size=(32, 32, 16)),
+    "attentionunet": NetworkSpec("attentionunet", (4, 8, 16), ((2, 2, 1), (2, 2, 2))),
+    "basicunetplusplus": NetworkSpec("basicunetplusplus", (4, 4, 8, 16, 32), ((2, 2, 2),) * 4),
+    "highresnet": NetworkSpec("highresnet", (4, 4, 8, 8, 8), ((1, 1, 1),) * 4),
+    "deeplab": NetworkSpec("deeplab", (4, 8, 16), ((2, 2, 1), (2, 2, 2))),
 }
+# Input of each test network (B=1, C=1): SwinUNETR needs sides divisible by 32 and at least 64
+# (its 1/32 features must have more than one voxel), UNETR exactly its input_size.
+SHAPES = {"swinunetr": (64, 64, 64)}
+SHAPE = (32, 32, 16)
+
+
+def _input(name: str, batch: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 1, *SHAPES.get(name, SHAPE), generator=gen)
 
 
 def test_every_registered_network_is_covered() -> None:
@@ -33,10 +51,120 @@ def test_every_registered_network_is_covered() -> None:
 def test_builds_and_keeps_spatial_shape(name: str) -> None:
     torch.manual_seed(0)
     net = build_network(SMALL[name], in_channels=1, out_channels=3).eval()
-    x = torch.randn(1, 1, 32, 32, 16)
+    x = _input(name)
     with torch.no_grad():
         y = net(x)
-    assert y.shape == (1, 3, 32, 32, 16)
+    assert y.shape == (1, 3, *x.shape[2:])
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_input_channels_are_honoured(name: str) -> None:
+    """A 2-channel network takes 2-channel input (and its first layer sees both)."""
+    net = build_network(SMALL[name], in_channels=2, out_channels=3).eval()
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first.in_channels == 2
+    if name == "swinunetr":  # a 64^3 forward costs seconds; the zoo tests run it
+        return
+    x = _input(name)
+    with torch.no_grad():
+        assert net(torch.cat([x, x], dim=1)).shape == (1, 3, *x.shape[2:])
+        with pytest.raises(RuntimeError):
+            net(x)
+
+
+# Their TorchScript claims are checked on the exported bundles of test_network_zoo.py.
+EXPORT_TESTED = {
+    "swinunetr",
+    "unetr",
+    "attentionunet",
+    "basicunetplusplus",
+    "highresnet",
+    "deeplab",
+}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize(
+    ("name", "deep_supervision"),
+    [(n, False) for n in sorted(set(SMALL) - EXPORT_TESTED)] + [("dynunet", True)],
+)
+def test_torchscript_support_is_what_the_registry_says(name: str, deep_supervision: bool) -> None:
+    """``torchscript_mode`` (what bundle export does; ``medseg train --help`` prints it) is
+    true: "script" networks script and agree with eager mode at another input size;
+    "trace" networks fail to script and trace to the same outputs at the patch."""
+    torch.manual_seed(0)
+    spec = replace(SMALL[name], deep_supervision=deep_supervision)
+    net = build_network(spec, 1, 3).eval()
+    x = _input(name)
+    if torchscript_mode(spec) == "script":
+        scripted = torch.jit.script(net)
+        x = torch.randn(1, 1, 48, 32, 16)  # any input size, not only the traced one
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), net(x), atol=1e-5, rtol=1e-4)
+        return
+    with pytest.raises(Exception):  # noqa: B017  # torch raises several types here
+        torch.jit.script(net)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, x, check_trace=False)
+        torch.testing.assert_close(traced(x), net(x), atol=1e-5, rtol=1e-4)
+
+
+def test_unet_plus_plus_deep_supervision_stacks_the_nested_outputs_in_training() -> None:
+    spec = replace(SMALL["basicunetplusplus"], deep_supervision=True)
+    net = build_network(spec, 1, 2)
+    assert isinstance(net, UNetPlusPlus)
+    x = torch.randn(2, 1, 32, 32, 16)
+    stacked = net.train()(x)
+    assert stacked.shape == (2, 4, 2, 32, 32, 16)  # deepest decoder first, as DynUNet
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 2, 32, 32, 16)
+        deepest = net.net(x)[-1]
+        torch.testing.assert_close(net(x), deepest)
+
+
+def test_highresnet_logits_can_be_negative() -> None:
+    """MONAI's HighResNet ends in norm + ReLU (logits >= 0); medseg's ends in a 1x1x1 conv."""
+    net = build_network(SMALL["highresnet"], 1, 3).eval()
+    assert isinstance(net.blocks[-1], torch.nn.Conv3d)
+    with torch.no_grad():
+        assert float(net(_input("highresnet")).min()) < 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (NetworkSpec("unetr", (4, 8, 16, 32, 32), ((2, 2, 2),) * 4), "input_size"),
+        (
+            NetworkSpec("unetr", (4, 8, 16, 32, 32), ((2, 2, 2),) * 4, input_size=(24, 32, 16)),
+            "multiple of 16",
+        ),
+        (NetworkSpec("swinunetr", (16, 16, 32, 64, 128, 256), ((2, 2, 2),) * 5), "multiple of 12"),
+        (NetworkSpec("deeplab", (4, 8, 18), ((2, 2, 2),) * 2), "divisible by 4"),
+        (NetworkSpec("highresnet", (4, 8, 16), ((1, 1, 1),) * 2), "expected 5 channels"),
+        (NetworkSpec("basicunetplusplus", (4, 8, 16), ((2, 2, 2),) * 2), "at least 5"),
+    ],
+)
+def test_specs_a_network_cannot_build_are_refused(spec: NetworkSpec, message: str) -> None:
+    with pytest.raises(MedsegError, match=message):
+        build_network(spec, 1, 2)
+
+
+def test_fixed_ratio_networks_warn_when_channels_are_not_what_is_built(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """UNETR's widths are feature_size x 1, 2, 4, 8 and the ViT's hidden size: other middle
+    entries are not built, and the log says so (as for vnet)."""
+    spec = NetworkSpec("unetr", (4, 8, 8, 32, 48), ((2, 2, 2),) * 4, input_size=(32, 32, 16))
+    with caplog.at_level(logging.WARNING, logger="medseg"):
+        net = build_network(spec, 1, 2)
+    assert "unetr: plans.network.channels [4, 8, 8, 32, 48] are not what is built" in caplog.text
+    assert net.vit.patch_embedding.position_embeddings.shape[-1] == 48  # hidden_size
+    convs = [m.out_channels for m in net.encoder3.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert 16 in convs and 8 not in convs  # 4 * feature_size, not channels[2]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medseg"):
+        build_network(replace(spec, channels=(4, 8, 16, 32, 48)), 1, 2)
+    assert not caplog.records
 
 
 def test_dynunet_deep_supervision_outputs_in_training() -> None:
@@ -119,7 +247,8 @@ def test_dropout_reaches_every_network(name: str) -> None:
     # MONAI's VNet, like the original V-Net, always drops half the skip channels in its two
     # top up-transitions; its constructor cannot change that (MONAI issue #6116).
     fixed = {0.5} if name == "vnet" else set()
-    assert rates(replace(SMALL[name], dropout=0.3)) == {0.3} | fixed
+    # layers with p=0 drop nothing (SwinUNETR's attention dropout is a separate rate)
+    assert rates(replace(SMALL[name], dropout=0.3)) - {0.0} == {0.3} | fixed
     assert rates(SMALL[name]) - {0.0} == fixed  # off: no layer, or layers that drop nothing
 
 
@@ -134,3 +263,16 @@ def test_vnet_is_built_with_the_widths_planning_records(caplog: pytest.LogCaptur
     with caplog.at_level(logging.WARNING, logger="medseg"):
         build_network(NetworkSpec("vnet", (4, 8, 16), ((2, 2, 2),) * 2), 1, 3)
     assert "are not what MONAI's VNet builds" in caplog.text
+
+
+def test_attention_heads_keep_monais_head_width_and_shrink_with_the_network() -> None:
+    """At MONAI's default widths the heads are MONAI's (SwinUNETR 48: 3, 6, 12, 24; UNETR
+    768: 12); narrower networks get fewer heads of the same width, at least one."""
+    from medseg.networks.zoo import SWIN_HEAD_WIDTH, VIT_HEAD_WIDTH, heads_for
+
+    assert [heads_for(48 * 2**i, SWIN_HEAD_WIDTH) for i in range(4)] == [3, 6, 12, 24]
+    assert heads_for(768, VIT_HEAD_WIDTH) == 12
+    assert [heads_for(12 * 2**i, SWIN_HEAD_WIDTH) for i in range(4)] == [1, 1, 3, 6]
+    assert heads_for(192, VIT_HEAD_WIDTH) == 3
+    assert heads_for(100, VIT_HEAD_WIDTH) == 1  # 100 has no divisor 1 < h <= 1
+    assert all(w % heads_for(w, 16) == 0 for w in range(1, 400))
