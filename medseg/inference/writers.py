@@ -28,7 +28,11 @@ def label_voxel_counts(mask: Volume, label_names: Mapping[int, str]) -> dict[str
     label_names
         ``{value: name}``; labels without a name are reported as ``label_<value>``.
     """
-    counts = np.bincount(np.asarray(mask.array).ravel().astype(np.int64))
+    # chunk by chunk: np.bincount copies its input to int64 (1.26 GB for 512x512x600)
+    flat = np.asarray(mask.array).reshape(-1)
+    counts = np.zeros(int(flat.max(initial=0)) + 1, dtype=np.int64)
+    for i in range(0, flat.size, 1 << 22):
+        counts += np.bincount(flat[i : i + (1 << 22)], minlength=counts.size)
     values = set(int(v) for v in label_names) | set(np.nonzero(counts)[0].tolist())
     return {
         label_names.get(value, f"label_{value}"): int(counts[value]) if value < counts.size else 0

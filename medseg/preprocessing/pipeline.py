@@ -25,8 +25,6 @@ from monai.transforms import (
     EnsureTyped,
     MapTransform,
     Orientationd,
-    ScaleIntensityRange,
-    ScaleIntensityRanged,
     Spacingd,
     Transform,
 )
@@ -35,7 +33,7 @@ from medseg.errors import MedsegError
 from medseg.io.channels import load_channels
 from medseg.io.reader import load_volume
 from medseg.planning.plans import ChannelPlan, Plans
-from medseg.preprocessing.streamed import ZScoreIntensity
+from medseg.preprocessing.streamed import ClipScaleIntensity, ZScoreIntensity
 
 
 class LoadVolumed(MapTransform):
@@ -75,9 +73,10 @@ def _channel_transform(channel: ChannelPlan) -> Transform:
     if channel.normalization == "ct":
         lo, hi = channel.intensity_clip  # type: ignore[misc]
         mean, std = float(channel.intensity_mean), float(channel.intensity_std)  # type: ignore[arg-type]
-        # Clip-then-z-score is one linear map with clipping: ScaleIntensityRange does it.
-        return ScaleIntensityRange(
-            a_min=lo, a_max=hi, b_min=(lo - mean) / std, b_max=(hi - mean) / std, clip=True
+        # Clip-then-z-score is one linear map with clipping: MONAI's ScaleIntensityRange,
+        # in place (bounded memory)
+        return ClipScaleIntensity(
+            a_min=lo, a_max=hi, b_min=(lo - mean) / std, b_max=(hi - mean) / std
         )
     # MONAI's NormalizeIntensity, in place with streamed statistics (bounded memory)
     return ZScoreIntensity(nonzero=channel.normalization == "zscore_nonzero")
@@ -115,16 +114,8 @@ class ChannelNormalized(MapTransform):
 
 def normalization_transform(plans: Plans, image_key: str = "image") -> MapTransform:
     """The intensity normalisation of ``plans`` as a MONAI transform on ``image_key``."""
-    channels = plans.channel_plans
-    if len(channels) > 1 or plans.normalization != "ct":  # z-scores work on a copy
-        return ChannelNormalized(image_key, channels)
-    lo, hi = plans.intensity_clip  # type: ignore[misc]
-    mean, std = float(plans.intensity_mean), float(plans.intensity_std)  # type: ignore[arg-type]
-    # Clip-then-z-score is one linear map with clipping: ScaleIntensityRanged does it (and
-    # returns a new array).
-    return ScaleIntensityRanged(
-        image_key, a_min=lo, a_max=hi, b_min=(lo - mean) / std, b_max=(hi - mean) / std, clip=True
-    )
+    # every scheme works in place on one copy of the image (ChannelNormalized clones it)
+    return ChannelNormalized(image_key, plans.channel_plans)
 
 
 def preprocessing_transforms(

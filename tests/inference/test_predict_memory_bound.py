@@ -103,3 +103,25 @@ def test_tiled_on_demand_crf_matches_the_full_probability_route(predictor) -> No
     )  # fmt: skip
     assert (want != full.mask.array).mean() > 0.002  # the CRF changed something
     assert (tiled != want).mean() < 1e-3
+
+
+def test_cpu_forward_passes_are_split_to_bound_activations(tiny_net, monkeypatch) -> None:
+    import medseg.inference.sliding as sliding
+
+    _, net = tiny_net
+    seen: list[int] = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(int(x.shape[0]))
+            return net(x)
+
+    x = torch.randn(5, 1, 16, 16, 16)
+    cpu = torch.device("cpu")
+    whole = sliding.window_predictor([Spy()], tta=False, device=cpu, out_dtype=torch.float32)(x)
+    assert seen == [5]
+    monkeypatch.setattr(sliding, "FORWARD_MVOX", 2 * 16**3 / 1e6)  # two windows per pass
+    seen.clear()
+    split = sliding.window_predictor([Spy()], tta=False, device=cpu, out_dtype=torch.float32)(x)
+    assert seen == [2, 2, 1]
+    torch.testing.assert_close(split, whole)

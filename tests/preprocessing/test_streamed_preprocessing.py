@@ -7,13 +7,18 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from monai.transforms import NormalizeIntensity, Spacingd
+from monai.transforms import NormalizeIntensity, ScaleIntensityRange, Spacingd
 from tiny_run import tiny_plans
 
 import medseg.preprocessing.streamed as streamed
 from medseg.data.synthetic import make_ct_phantom, make_mr_phantom
 from medseg.preprocessing.pipeline import preprocessing_transforms
-from medseg.preprocessing.streamed import ZScoreIntensity, apply_preprocessing, resample_in_slabs
+from medseg.preprocessing.streamed import (
+    ClipScaleIntensity,
+    ZScoreIntensity,
+    apply_preprocessing,
+    resample_in_slabs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +38,16 @@ def test_zscore_equals_monai_normalize_intensity(rng, nonzero: bool) -> None:
     np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)
     if nonzero:
         assert (got[0, :4] == 0).all()
+
+
+def test_clip_scale_equals_monai_scale_intensity_range(rng) -> None:
+    img = rng.normal(0.0, 400.0, (1, 20, 18, 9)).astype(np.float32)
+    args = {"a_min": -200.0, "a_max": 800.0, "b_min": -1.73, "b_max": 4.93}
+    want = ScaleIntensityRange(**args, clip=True)(torch.from_numpy(img.copy()))
+    x = torch.from_numpy(img.copy())
+    got = ClipScaleIntensity(**args)(x)
+    assert got is x
+    np.testing.assert_array_equal(got.numpy(), np.asarray(want))  # the same operations
 
 
 def test_zscore_of_an_all_zero_channel_leaves_it_alone() -> None:
