@@ -162,6 +162,8 @@ def segment_case(
         info["seconds"] = round(time.perf_counter() - start, 4)
         atomic_write_text(sidecar_path, json.dumps(info, indent=2))
     except MedsegError as exc:
+        if exc.path is None:  # the methods' errors name no file: this case's scan it is
+            exc = MedsegError(exc.message, case.path)
         logger.error("case %s failed: %s", case.name, exc)
         return ClassicCaseResult(
             case.name, str(case.path), "failed", time.perf_counter() - start, error=str(exc)

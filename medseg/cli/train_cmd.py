@@ -56,9 +56,13 @@ def train_command(
     configuration: str | None = typer.Option(
         None,
         "--configuration",
-        help="3d | 2d | auto (default auto = 3d). 2d: nnU-Net's 2d configuration, a 2D unet "
-        "(CPU) or dynunet (CUDA) run slice by slice along the coarsest axis, larger batches; "
-        "predict stacks the slices back onto the scan's grid.",
+        help="3d (default) | 2d | 3d_lowres | auto. 2d: nnU-Net's 2d configuration, a 2D "
+        "unet (CPU) or dynunet (CUDA) run slice by slice along the coarsest axis, larger "
+        "batches; 3d_lowres: 3D at a coarser spacing, so a patch covers >= 25% of the median "
+        "image; auto: trains 2d, 3d (and 3d_lowres when a full-resolution patch covers < 25% "
+        "of the median image) in OUT/<configuration>, splits --time-limit equally between "
+        "them, compares them and the ensemble of the two best on the pooled cross-validation "
+        "predictions, and writes the choice to OUT/configuration.json (predict uses it).",
     ),
     fold: str | None = typer.Option(
         None, "--fold", help="Fold index, or 'all' to train every fold."
@@ -131,6 +135,11 @@ def train_command(
             f"{100 * summary['data_wait_share']:.0f}% of step time"
         )
     if results:  # rank 0 (other ranks under torchrun return no summaries)
+        from medseg.workflows.configurations import choice_summary
+
+        chosen = choice_summary(out)
+        if chosen:
+            typer.echo(chosen)
         typer.echo(f"run directory: {out}")
 
 

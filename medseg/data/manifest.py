@@ -244,6 +244,29 @@ def _string(value: object, key: str, path: Path) -> str:
     return value
 
 
+def check_case_id(
+    value: object, key: str = "case id", path: str | os.PathLike[str] | None = None
+) -> str:
+    """``value`` as a case id: it names output and cache files, so one plain file name.
+
+    Raises
+    ------
+    MedsegError
+        Naming ``key`` (and ``path``) for a non-string, empty, ``.``/``..`` or a name holding
+        ``/``, ``\\`` or NUL.
+    """
+    if not isinstance(value, str):
+        raise MedsegError(f"{key}: expected a string, found {_kind(value)}", path)
+    cid = value
+    if cid.strip() in ("", ".", "..") or any(c in cid for c in "/\\\0"):
+        raise MedsegError(
+            f"{key}: expected a case id usable as a file name (not empty, '.' or '..', no "
+            f"'/' or '\\'), found {cid!r}",
+            path,
+        )
+    return cid
+
+
 def _int_keyed(value: object, key: str, path: Path) -> dict[int, str]:
     if not isinstance(value, dict) or not value:
         raise MedsegError(
@@ -351,10 +374,11 @@ def _parse_cases(
         label = None
         if entry.get("label") is not None or need_label:
             label = _path_value(entry.get("label"), f"{where}.label", path, root)
-        case_id = entry.get("id", case_id_from_path(images[0]))
+        id_key = f"{where}.id" if "id" in entry else f"{where}.image (its file name)"
+        case_id = check_case_id(entry.get("id", case_id_from_path(images[0])), id_key, path)
         cases.append(
             Case(
-                case_id=_string(case_id, f"{where}.id", path),
+                case_id=case_id,
                 image=images[0],
                 label=label,
                 extra_images=tuple(images[1:]),
@@ -379,8 +403,9 @@ def _unique_ids(
 
     def fix(c: Case) -> Case:
         derived = c.case_id == case_id_from_path(c.image)
-        if counts[c.case_id] > 1 and derived and parents[c.image.parent.name] == 1:
-            return replace(c, case_id=c.image.parent.name)
+        folder = c.image.parent.name
+        if counts[c.case_id] > 1 and derived and parents[folder] == 1 and folder not in ("", ".."):
+            return replace(c, case_id=folder)
         return c
 
     return tuple(fix(c) for c in training), tuple(fix(c) for c in test)

@@ -301,7 +301,6 @@ def _read_label(case: Case, image: Volume | None, problems: list[Problem]) -> Vo
             if is_dicom_label_object(case.label):
                 return None
             return load_volume(case.label, allow_empty=True)
-            return load_volume(case.label, allow_empty=True)
         return load_case_label(case, image)
     except MedsegError as exc:
         problems.append(Problem(case.case_id, case.label, f"unreadable: {exc.message}"))

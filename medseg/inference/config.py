@@ -94,9 +94,12 @@ class InferConfig:
         Force the dense CRF on (``True``) or off (``False``); ``None`` follows the run's
         decision.
     body_crop
-        Crop each scan to the body (CT: above -500 HU, largest component, 10 mm margin; see
+        Crop each scan to the body (CT: above -500 HU, the largest component and every
+        component of at least 1 % of its size, 10 mm margin; see
         :mod:`medseg.preprocessing.body_crop`) before the sliding window; outside it the mask
-        is background. ``"auto"``: on when the model's channel 0 is CT.
+        is background. ``"auto"``: on when every input channel has the ``ct`` normalisation
+        (fixed cohort statistics; a per-image z-score, e.g. PET's, would see the crop's
+        statistics instead of the whole scan's).
     save_probabilities
         Also write ``<case>_probabilities.nii.gz`` (4D, classes last, on the source grid).
     overwrite

@@ -41,6 +41,7 @@ from medseg.inference.sliding import (
 )
 from medseg.io.volume import Volume
 from medseg.networks.loading import LoadedModels, load_models
+from medseg.planning.configurations import is_auto_run
 from medseg.planning.plans import Plans
 from medseg.preprocessing.body_crop import crop_to_body
 from medseg.preprocessing.pipeline import preprocessing_transforms
@@ -178,12 +179,20 @@ class Predictor:
         config: InferConfig | None = None,
         kind: str | None = None,
     ) -> Predictor:
-        """Load a run directory or a MONAI bundle directory (``configs/``, ``models/``)."""
+        """Load a run directory or a MONAI bundle directory (``configs/``, ``models/``).
+
+        The top folder of a ``--configuration auto`` run gives its chosen configuration's
+        predictor, or an :class:`medseg.inference.ensemble.EnsemblePredictor`.
+        """
         config = config or InferConfig()
         if folds is not None:
             config = dataclasses.replace(config, folds=tuple(int(f) for f in folds))
         if device is not None:
             config = dataclasses.replace(config, device=device)
+        if kind in (None, "run") and is_auto_run(Path(path)):
+            from medseg.inference.ensemble import predictor_for_auto_run  # it builds on this
+
+            return predictor_for_auto_run(Path(path), config)
         target = resolve_device(config.device)
         loaded = load_models(
             path, folds=config.folds, which=config.checkpoint, device=target, kind=kind
@@ -198,11 +207,15 @@ class Predictor:
 
     @property
     def body_crop(self) -> bool:
-        """Whether scans are cropped to the body first (``InferConfig.body_crop``; auto: CT)."""
+        """Whether scans are cropped to the body first (``InferConfig.body_crop``; auto: every
+        channel ``ct``-normalised)."""
         if self.config.body_crop != "auto":
             return bool(self.config.body_crop)
-        first = self.plans.channel_plans[0]
-        return first.modality.upper() == "CT" or first.normalization == "ct"
+        # Only when every channel is normalised with fixed (cohort) statistics: a channel
+        # normalised per image (PET z-score, MRI) would get the crop's statistics instead of
+        # the whole scan's, which training saw (a CT+PET phantom: mean tumour PET z-score 7.48
+        # on the whole scan, 5.01 on the crop).
+        return all(c.normalization == "ct" for c in self.plans.channel_plans)
 
     @property
     def num_classes(self) -> int:
@@ -320,10 +333,22 @@ class Predictor:
         del source
         labels, applied = self._postprocess(labels, volume)
         timings["postprocess"] = time.perf_counter() - t
+        return self._result(labels, volume, full if with_probabilities else None, timings, applied)
+
+    def _result(
+        self,
+        labels: np.ndarray,
+        volume: Volume,
+        full: np.ndarray | None,
+        timings: dict[str, float],
+        applied: dict[str, Any],
+    ) -> Prediction:
+        """The :class:`Prediction` of ``labels`` (and probabilities ``full``) on ``volume``'s
+        grid."""
         meta = {"labels": self.label_names, "is_image": False}
         mask = Volume(labels, volume.affine, path=None, meta={**volume.meta, **meta})
         prob_vol = None
-        if with_probabilities and full is not None:
+        if full is not None:
             prob_vol = Volume(full, volume.affine, meta={"labels": self.label_names})
         return Prediction(mask, prob_vol, timings, applied)
 

@@ -29,6 +29,7 @@ from torch import nn
 from medseg.errors import MedsegError
 from medseg.io.jsonfile import read_json
 from medseg.networks.registry import build_network
+from medseg.planning.configurations import is_auto_run, single_configuration_dir
 from medseg.planning.plans import Plans, load_plans, plans_from_dict
 
 logger = logging.getLogger(__name__)
@@ -381,6 +382,8 @@ def load_models(
         return load_bundle(p, device)
     if kind in (None, "run") and is_run(p):
         return load_run(p, folds, which, device)
+    if kind in (None, "run") and is_auto_run(p):
+        return load_run(single_configuration_dir(p), folds, which, device)
     raise MedsegError(
         "expected a run directory (plans.json, fold_<k>/checkpoint_best.pt) or a MONAI "
         f"bundle (configs/metadata.json, configs/plans.json, models/model.pt), found {_found(p)}",

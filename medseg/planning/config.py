@@ -46,13 +46,18 @@ class PlansConfig:
     per-image ``zscore`` for PET, ``zscore_nonzero`` otherwise).
     ``configuration`` (``medseg train --configuration``): ``3d`` plans a 3D network on 3D
     patches; ``2d`` nnU-Net's 2d configuration (:func:`medseg.planning.planner_2d.plan_2d`:
-    a 2D ``unet``/``dynunet`` run slice by slice along the coarsest axis); ``auto`` is
-    ``3d`` for now (choosing between trained configurations by cross-validation, as
-    nnU-Net does, is not implemented).
+    a 2D ``unet``/``dynunet`` run slice by slice along the coarsest axis); ``3d_lowres``
+    3D at a coarser spacing (:func:`medseg.planning.configurations.plan_lowres`); ``auto``
+    trains every configuration that
+    :func:`medseg.planning.configurations.sensible_configurations` names, compares them (and
+    the ensemble of the two best) on the pooled cross-validation predictions and records the
+    choice in ``RUN_DIR/configuration.json`` (:mod:`medseg.workflows.configurations`). The
+    default is ``3d``: ``auto`` trains at least two networks, so it is asked for explicitly
+    (the planner itself plans ``auto`` as ``3d``).
     """
 
     model: ModelName = "auto"
-    configuration: Literal["auto", "3d", "2d"] = "auto"
+    configuration: Literal["auto", "3d", "2d", "3d_lowres"] = "3d"
     target_spacing: tuple[float, float, float] | None = None
     patch_size: tuple[int, int, int] | None = None
     batch_size: int = 0

@@ -366,13 +366,19 @@ def plan(fp: Fingerprint, device: str = "cpu", cfg: PlansConfig | None = None) -
     ``cfg`` overrides any planned value; the default network is the light MONAI ``UNet``
     on CPU and ``DynUNet`` in the nnU-Net layout with deep supervision on CUDA.
     ``cfg.configuration`` ``2d`` plans nnU-Net's 2d configuration instead
-    (:func:`medseg.planning.planner_2d.plan_2d`); ``auto`` and ``3d`` plan 3D.
+    (:func:`medseg.planning.planner_2d.plan_2d`), ``3d_lowres`` 3D at a coarser spacing
+    (:func:`medseg.planning.configurations.plan_lowres`); ``auto`` and ``3d`` plan 3D at full
+    resolution (``auto`` trains several configurations in ``medseg.workflows``).
     """
     cfg = cfg or PlansConfig()
     if cfg.configuration == "2d":
         from medseg.planning.planner_2d import plan_2d  # it builds on this module
 
         return plan_2d(fp, device, cfg)
+    if cfg.configuration == "3d_lowres":
+        from medseg.planning.configurations import plan_lowres  # it builds on this module
+
+        return plan_lowres(fp, device, cfg)
     spacing = np.asarray(cfg.target_spacing or target_spacing(fp, cfg.anisotropy_threshold))
     shapes = np.asarray(fp.shapes, float) * np.asarray(fp.spacings, float) / spacing
     median = np.median(shapes, axis=0)

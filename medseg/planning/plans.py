@@ -172,6 +172,8 @@ class Plans:
         (``network.slice_axis``); ``patch_size`` is 1 voxel (or a few slices, seen as a
         batch of independent slices) along that axis, and the rest of the pipeline
         (preprocessing, sampling, sliding windows, resampling back) is the 3D one.
+        ``3d_lowres``: the 3D pipeline at a coarser ``target_spacing``
+        (:func:`medseg.planning.configurations.plan_lowres`).
     slice_axis
         ``2d`` only: the RAS axis slices are taken along (the coarsest target spacing);
         ``None`` for ``3d``.
@@ -192,7 +194,7 @@ class Plans:
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     input_channels: tuple[ChannelPlan, ...] = ()
     version: int = 1
-    configuration: Literal["3d", "2d"] = "3d"
+    configuration: Literal["3d", "2d", "3d_lowres"] = "3d"
     slice_axis: int | None = None
 
     @property

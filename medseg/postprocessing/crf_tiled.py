@@ -36,7 +36,6 @@ from medseg.errors import MedsegError
 from medseg.postprocessing.crf import (
     CRFConfig,
     _as_tensor,
-    _check_inputs,
     _crop,
     _intensity_stats,
     _mean_field,
@@ -156,6 +155,21 @@ def _argmax(probs: torch.Tensor, dtype: type[np.integer]) -> np.ndarray:
     return out
 
 
+def _check_grid(
+    labels: np.ndarray, image: np.ndarray | torch.Tensor, spacing: Sequence[float]
+) -> None:
+    """Raise :class:`MedsegError` unless labels and image share one 3D grid with 3 spacings."""
+    if len(spacing) != 3 or not all(math.isfinite(float(s)) and float(s) > 0 for s in spacing):
+        raise MedsegError(
+            f"crf_refine_labels: expected 3 positive spacings in mm, found {list(spacing)}"
+        )
+    if np.ndim(labels) != 3 or tuple(np.shape(labels)) != tuple(image.shape):
+        raise MedsegError(
+            f"crf_refine_labels: expected labels of the image's shape {tuple(image.shape)}, "
+            f"found {tuple(np.shape(labels))}"
+        )
+
+
 def crf_refine_labels(
     probabilities: np.ndarray | torch.Tensor | ProbabilitySource,
     image: np.ndarray | torch.Tensor,
@@ -212,8 +226,11 @@ def crf_refine_labels(
         source: ProbabilitySource = probabilities
     else:
         probs = _as_tensor(probabilities)
-        if probs.ndim != 4:
-            _check_inputs(probs, _as_tensor(image), spacing)
+        if probs.ndim != 4 or probs.shape[0] < 2 or tuple(probs.shape[1:]) != tuple(image.shape):
+            raise MedsegError(
+                "crf_refine_labels: expected probabilities (C, I, J, K) with C >= 2 on the "
+                f"image's grid {tuple(image.shape)}, found shape {tuple(probs.shape)}"
+            )
         if labels is None:
             labels = _argmax(probs, np.uint8 if probs.shape[0] <= 256 else np.uint16)
 
@@ -221,6 +238,7 @@ def crf_refine_labels(
             index = (slice(None), *box)
             return probs[index]
 
+    _check_grid(labels, image, spacing)
     out = np.array(labels, copy=True)
     box = _foreground_box(out, spacing, config.margin_mm)
     if box is None:

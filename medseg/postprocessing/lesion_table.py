@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medseg.data.manifest import check_case_id
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
 from medseg.postprocessing.diameters import axial_axis, axial_diameters
@@ -84,7 +85,8 @@ def _check_geometry(instances: np.ndarray, affine: np.ndarray, path: PathLike | 
         )
     aff = np.asarray(affine, np.float64)
     if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
-        raise MedsegError(f"expected a finite 4x4 affine, found shape {aff.shape}", path)
+        found = f"shape {aff.shape}" if aff.shape != (4, 4) else "non-finite values"
+        raise MedsegError(f"expected a finite 4x4 affine, found {found}", path)
     if abs(np.linalg.det(aff[:3, :3])) < 1e-12:
         raise MedsegError("expected an invertible affine (non-zero voxel volume)", path)
 
@@ -202,6 +204,8 @@ def measure_lesions(
     chans = _check_channels(inst.shape, channels or {}, channel_kinds or {}, path)
     kinds = {k: str(v) for k, v in (channel_kinds or {}).items()}
     by_id = {int(i.id): i for i in info}
+    if min(by_id, default=1) < 1:  # id 0 is background; boxes[-1] would measure another lesion
+        raise MedsegError(f"expected instance ids >= 1 in info, found {min(by_id)}", path)
     top = int(inst.max(initial=0))
     if top > 0 and top not in by_id:
         raise MedsegError(f"instance id {top} is in the map but not in info", path)
@@ -266,10 +270,7 @@ def _json_text(payload: dict[str, Any]) -> str:
 
 
 def _check_case_id(case_id: str) -> str:
-    cid = str(case_id)
-    if not cid or cid in (".", "..") or "/" in cid or "\\" in cid:
-        raise MedsegError(f"expected a case id usable as a file name, found {cid!r}")
-    return cid
+    return check_case_id(str(case_id))  # the manifest's rule: one plain file name
 
 
 def write_lesion_tables(

@@ -2,12 +2,14 @@
 
 The body is found on a coarse copy of the scan: voxels above :data:`BODY_THRESHOLD_HU`
 (-500 HU: between air, -1000, and fat, about -100; lung, about -850, is enclosed by the body
-and does not affect its bounding box), the largest 6-connected component of them (the table,
-clothing or a second object lying apart are dropped; one touching the body only widens the
-box), and that component's bounding box grown by :data:`BODY_MARGIN_MM` plus one coarse step
-on each side (a voxel of the coarse copy stands for its whole block). Prediction runs on the
-crop only and is mapped back onto the full scan by world coordinates, so everything outside
-the box is background.
+and does not affect its bounding box), their 6-connected components, and the bounding box of
+the largest one together with every other component of at least :data:`BODY_MIN_PART` of the
+largest one's size, grown by :data:`BODY_MARGIN_MM` plus one coarse step on each side (a
+voxel of the coarse copy stands for its whole block). A body can come in several pieces: both
+legs of a lower-limb scan, arms lying apart from the trunk; only small separate objects
+(cables, markers, a thin table rail) are dropped, and a larger one (a table) only widens the
+box, as does anything touching the body. Prediction runs on the crop only and is mapped back
+onto the full scan by world coordinates, so everything outside the box is background.
 
 The coarse copy takes every ``n``-th voxel along each axis (``n`` = :data:`COARSE_STEP_MM` /
 spacing, at least 1): a view, thresholded into a small boolean array, so the cost is a few
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 BODY_THRESHOLD_HU = -500.0
 BODY_MARGIN_MM = 10.0
+#: A separate component at least this share of the largest one's size is body too (kept).
+BODY_MIN_PART = 0.01
 COARSE_STEP_MM = 4.0
 
 Box = tuple[slice, slice, slice]
@@ -43,7 +47,7 @@ def body_box(
     margin_mm: float = BODY_MARGIN_MM,
     step_mm: float = COARSE_STEP_MM,
 ) -> Box | None:
-    """Bounding box of the body in a CT scan, grown by ``margin_mm``.
+    """Bounding box of the body in a CT scan (every large part of it), grown by ``margin_mm``.
 
     Parameters
     ----------
@@ -72,8 +76,12 @@ def body_box(
         return None
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
-    largest = int(np.argmax(sizes))
-    found = ndimage.find_objects(components, max_label=largest)[largest - 1]
+    kept = np.flatnonzero(sizes >= BODY_MIN_PART * sizes.max())  # the largest, and big parts
+    boxes = ndimage.find_objects(components, max_label=int(kept.max()))
+    found = [
+        slice(min(boxes[k - 1][d].start for k in kept), max(boxes[k - 1][d].stop for k in kept))
+        for d in range(3)
+    ]
     box = []
     for sl, n, st, sp in zip(found, shape, steps, spacing, strict=True):
         pad = math.ceil(margin_mm / float(sp)) + st  # + one coarse step: a sample is a block

@@ -35,7 +35,7 @@ from medseg.data.splits import kfold_splits, read_splits, write_splits
 from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
-from medseg.planning.fingerprint import compute_fingerprint, save_fingerprint
+from medseg.planning.fingerprint import Fingerprint, compute_fingerprint, save_fingerprint
 from medseg.planning.planner import plan
 from medseg.planning.plans import Plans, load_plans, save_plans
 from medseg.preprocessing.cache import DEFAULT_CACHE, PreprocessedCache
@@ -78,8 +78,8 @@ def setup_runtime(cfg: RunConfig, device: str, world_size: int) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def check_out_dir(out: Path, *, resume: bool, force: bool) -> None:
-    """Refuse a non-empty run directory unless resuming or forced."""
+def refuse_non_empty(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse ``--out`` when it is a file, or a non-empty folder without resume or force."""
     if out.exists() and not out.is_dir():
         raise MedsegError("expected a directory for --out, found a file", out)
     if out.is_dir() and any(out.iterdir()) and not (resume or force):
@@ -87,6 +87,11 @@ def check_out_dir(out: Path, *, resume: bool, force: bool) -> None:
             "run directory is not empty; pass --resume to continue it or --force to overwrite",
             out,
         )
+
+
+def check_out_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse a non-empty run directory unless resuming or forced."""
+    refuse_non_empty(out, resume=resume, force=force)
     if resume and not (out / "plans.json").is_file():
         raise MedsegError("--resume: no plans.json here (not a medseg run directory)", out)
     if force and not resume and out.is_dir():  # remove only what a run writes
@@ -110,11 +115,21 @@ def with_trained_mirror_axes(plans: Plans, augment: AugmentConfig) -> Plans:
     return replace(plans, mirror_axes=tuple(axes))
 
 
-def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main: bool) -> Manifest:
+def prepare_run(
+    cfg: RunConfig,
+    out: Path,
+    *,
+    device: str,
+    resume: bool,
+    is_main: bool,
+    fingerprint: Fingerprint | None = None,
+) -> Manifest:
     """Load the manifest; on rank 0 of a new run write fingerprint, plans, splits, config.
 
-    ``plans.json`` records the mirror axes that augmentation uses
-    (:func:`with_trained_mirror_axes`), which test-time mirroring then follows.
+    ``fingerprint``, when given (``--configuration auto`` computes it once for every
+    configuration), is written instead of computing it again. ``plans.json`` records the
+    mirror axes that augmentation uses (:func:`with_trained_mirror_axes`), which test-time
+    mirroring then follows.
     """
     manifest = load_manifest(
         cfg.data.manifest, cfg.data.data_root, allow_outside_root=cfg.data.allow_outside_root
@@ -125,13 +140,7 @@ def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main
         if cfg.data.validate_files:
             validate_manifest(manifest, min_overlap=cfg.data.min_channel_overlap).raise_if_failed()
         out.mkdir(parents=True, exist_ok=True)
-        fp = compute_fingerprint(
-            manifest.training,
-            manifest.labels,
-            [manifest.modality[c] for c in sorted(manifest.modality)],
-            seed=cfg.train.seed,
-            min_overlap=cfg.data.min_channel_overlap,
-        )
+        fp = fingerprint or cohort_fingerprint(cfg, manifest)
         save_fingerprint(fp, out / "fingerprint.json")
         planned = plan(fp, device, cfg.plans)
         plans = with_trained_mirror_axes(planned, cfg.augment)
@@ -150,6 +159,18 @@ def prepare_run(cfg: RunConfig, out: Path, *, device: str, resume: bool, is_main
         atomic_write_text(out / "dataset.json", json.dumps(dataset, indent=1))
         dump_yaml(cfg, out / "config.yaml")
     return manifest
+
+
+def cohort_fingerprint(cfg: RunConfig, manifest: Manifest) -> Fingerprint:
+    """The fingerprint of ``manifest``'s training cases (intensity samples seeded by
+    ``train.seed``)."""
+    return compute_fingerprint(
+        manifest.training,
+        manifest.labels,
+        [manifest.modality[c] for c in sorted(manifest.modality)],
+        seed=cfg.train.seed,
+        min_overlap=cfg.data.min_channel_overlap,
+    )
 
 
 def _fold_list(cfg: RunConfig, splits: list[dict[str, list[str]]]) -> list[int]:
@@ -171,9 +192,12 @@ def train(
     progress: bool = False,
     after_training: AfterTraining | None = None,
     reserve_factor: float = 0.0,
+    fingerprint: Fingerprint | None = None,
 ) -> dict[str, Any]:
     """Train the configured fold(s) into ``out``; return ``{fold: metrics}`` (``{}`` on DDP
     ranks other than 0, so that only rank 0 reports).
+
+    ``fingerprint``: the cohort's, already computed (see :func:`prepare_run`).
 
     ``after_training(run_dir, folds, manifest, deadline)`` runs on rank 0 once, after the
     last fold (the workflow layer passes the post-processing decision here: training never
@@ -201,9 +225,8 @@ def train(
     if device == "cuda" and info.enabled:
         device = f"cuda:{info.local_rank}"
     try:
-        results = _train_folds(
-            cfg, out, device, info, resume, progress, t_start, after_training, reserve_factor
-        )
+        hooks = (after_training, reserve_factor, fingerprint)
+        results = _train_folds(cfg, out, device, info, resume, progress, t_start, hooks)
         return results if info.is_main else {}
     finally:
         ddp.cleanup(info)
@@ -217,11 +240,16 @@ def _train_folds(
     resume: bool,
     progress: bool,
     t_start: float,
-    after_training: AfterTraining | None,
-    reserve_factor: float,
+    hooks: tuple[AfterTraining | None, float, Fingerprint | None],
 ) -> dict[str, Any]:
+    after_training, reserve_factor, fingerprint = hooks
     manifest = prepare_run(
-        cfg, out, device=device.split(":")[0], resume=resume, is_main=info.is_main
+        cfg,
+        out,
+        device=device.split(":")[0],
+        resume=resume,
+        is_main=info.is_main,
+        fingerprint=fingerprint,
     )
     ddp.barrier(info)
     plans, splits = load_plans(out / "plans.json"), read_splits(out / "splits.json")

@@ -76,7 +76,15 @@ def train_and_decide(
     leave it ``DECISION_RESERVE_FACTOR`` times their validation time and it gets what
     remains (skipped with a WARNING, stated in the file, when nothing does). Returns
     ``{"fold_<k>": metrics}`` as training does.
+
+    ``plans.configuration: auto`` trains several configurations and chooses between them
+    (:func:`medseg.workflows.configurations.train_auto`; a resumed single-configuration run
+    stays one).
     """
+    if cfg.plans.configuration == "auto" and not (resume and (Path(out) / "plans.json").is_file()):
+        from medseg.workflows.configurations import train_auto  # it builds on this module
+
+        return train_auto(cfg, out, resume=resume, force=force, progress=progress)
     if not cfg.train.postprocess_decision:
         return train(cfg, out, resume=resume, force=force, progress=progress)
     return train(

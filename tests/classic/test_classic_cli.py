@@ -189,3 +189,17 @@ def test_the_resolved_config_reproduces_the_run(phantoms, tmp_path):
     a, b = (np.asarray(nib.load(d / "case1.nii.gz").dataobj) for d in (first, second))
     np.testing.assert_array_equal(a, b)
     assert a.any()
+
+
+def test_a_method_failure_names_the_scan(phantoms, tmp_path, capsys):
+    """A method's own error (no contrast for Otsu) is reported with the file it happened on."""
+    images, _ = phantoms
+    write_nifti(np.full((8, 8, 6), 40, np.int16), np.eye(4), images / "flat.nii.gz")
+    out = tmp_path / "out"
+    assert run("otsu", "--input", images, "--output", out) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["case"] for f in summary["failures"]] == ["flat"]
+    error = summary["failures"][0]["error"]
+    assert error.startswith(str(images / "flat.nii.gz") + ": otsu: expected at least two")
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert not (out / "flat.nii.gz").exists() and not (out / "flat.json").exists()

@@ -92,3 +92,26 @@ def test_channel_paths_outside_the_root_are_refused(tmp_path: Path) -> None:
     }
     with pytest.raises(MedsegError, match=r"training\[0\]\.image: \.\./elsewhere/pet\.nii\.gz"):
         load_manifest(_write(tmp_path, doc), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"id": "../../evil"}, "training[0].id"),  # predict would write ../../evil.nii.gz
+        ({"id": "a/b"}, "training[0].id"),
+        ({"id": "..\\x"}, "training[0].id"),
+        ({"id": ".."}, "training[0].id"),
+        ({"id": " "}, "training[0].id"),
+        ({"image": "imgs/.nii.gz"}, "training[0].image (its file name)"),  # derives ""
+    ],
+)
+def test_case_ids_must_be_plain_file_names(tmp_path: Path, fields: dict, key: str) -> None:
+    """A case id names the output and cache files: a path in it would write outside them."""
+    doc = {
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", "1": "tumour"},
+        "training": [{"image": "a.nii.gz", "label": "l.nii.gz", **fields}],
+    }
+    with pytest.raises(MedsegError, match="expected a case id usable as a file name") as err:
+        load_manifest(_write(tmp_path, doc), tmp_path)
+    assert str(err.value).split(": ", 2)[1] == key and "dataset.json" in str(err.value)

@@ -88,6 +88,25 @@ def test_auto_crops_ct_models_only() -> None:
     assert Predictor([torch.nn.Identity()], mr, config=InferConfig(body_crop=True)).body_crop
 
 
+def test_auto_does_not_crop_when_a_channel_is_normalised_per_image() -> None:
+    """CT + PET: the PET z-score would take the crop's statistics, not the whole scan's."""
+    base = _plans()
+    ct = base.channel_plans[0]
+    pet = dataclasses.replace(
+        ct,
+        modality="PET",
+        normalization="zscore",
+        intensity_clip=None,
+        intensity_mean=None,
+        intensity_std=None,
+    )
+    ct_pet = dataclasses.replace(base, input_channels=(ct, pet))
+    predictor = Predictor([torch.nn.Identity()], ct_pet, config=InferConfig(device="cpu"))
+    assert not predictor.body_crop
+    both_ct = dataclasses.replace(base, input_channels=(ct, dataclasses.replace(ct)))
+    assert Predictor([torch.nn.Identity()], both_ct, config=InferConfig(device="cpu")).body_crop
+
+
 def test_bad_body_crop_value_is_refused() -> None:
     with pytest.raises(MedsegError, match="body_crop"):
         InferConfig(body_crop="yes")  # type: ignore[arg-type]

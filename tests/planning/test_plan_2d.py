@@ -6,26 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fingerprint_helpers import ct_fingerprint
 
 from medseg.config import from_dict, to_dict
 from medseg.errors import MedsegError
 from medseg.planning.config import PlansConfig
-from medseg.planning.fingerprint import Fingerprint
 from medseg.planning.planner import plan
 from medseg.planning.planner_2d import MAX_BATCH_2D, MIN_BATCH_2D, slice_axis
 from medseg.planning.plans import Plans, load_plans, plans_from_dict, save_plans
-
-
-def _fingerprint(spacing: list[float], shape: list[int], n: int = 5) -> Fingerprint:
-    return Fingerprint(
-        modality="CT",
-        labels={"0": "background", "1": "organ"},
-        case_ids=[f"c{i}" for i in range(n)],
-        spacings=[spacing] * n,
-        shapes=[shape] * n,
-        intensity={"mean": 40.0, "std": 20.0, "p00_5": -100.0, "p99_5": 200.0},
-        class_fractions={"0": 0.9, "1": 0.1},
-    )
 
 
 def test_slice_axis_is_the_coarsest_then_the_shortest() -> None:
@@ -36,7 +24,7 @@ def test_slice_axis_is_the_coarsest_then_the_shortest() -> None:
 
 
 def test_ct_cohort_plans_in_plane_patch_and_batch_of_slices() -> None:
-    fp = _fingerprint([0.8, 0.8, 5.0], [256, 224, 40])
+    fp = ct_fingerprint([0.8, 0.8, 5.0], [256, 224, 40])
     three_d = plan(fp, "cpu")
     two_d = plan(fp, "cpu", PlansConfig(configuration="2d"))
     assert three_d.configuration == "3d" and three_d.slice_axis is None
@@ -58,7 +46,7 @@ def test_ct_cohort_plans_in_plane_patch_and_batch_of_slices() -> None:
 
 
 def test_large_slices_shrink_into_the_budget_and_auto_is_3d() -> None:
-    fp = _fingerprint([0.7, 0.7, 3.0], [512, 512, 100])
+    fp = ct_fingerprint([0.7, 0.7, 3.0], [512, 512, 100])
     plans = plan(fp, "cpu", PlansConfig(configuration="2d"))
     assert plans.patch_size[2] == 1
     assert plans.patch_size[0] * plans.patch_size[1] <= 1.1 * 900_000 / MIN_BATCH_2D
@@ -75,7 +63,7 @@ def test_large_slices_shrink_into_the_budget_and_auto_is_3d() -> None:
 
 
 def test_2d_refuses_a_3d_only_network() -> None:
-    fp = _fingerprint([1.0, 1.0, 1.0], [40, 40, 40])
+    fp = ct_fingerprint([1.0, 1.0, 1.0], [40, 40, 40])
     with pytest.raises(MedsegError, match=r"configuration '2d'.*swinunetr"):
         plan(fp, "cpu", PlansConfig(configuration="2d", model="swinunetr"))
 
@@ -86,7 +74,7 @@ def test_config_rejects_an_unknown_configuration() -> None:
 
 
 def test_2d_plans_round_trip_and_old_plans_load_as_3d(tmp_path: Path) -> None:
-    fp = _fingerprint([0.8, 0.8, 5.0], [128, 96, 30])
+    fp = ct_fingerprint([0.8, 0.8, 5.0], [128, 96, 30])
     plans = plan(fp, "cpu", PlansConfig(configuration="2d"))
     assert load_plans(save_plans(plans, tmp_path / "plans.json")) == plans
     old = to_dict(plan(fp, "cpu"))
@@ -98,7 +86,7 @@ def test_2d_plans_round_trip_and_old_plans_load_as_3d(tmp_path: Path) -> None:
 
 
 def test_inconsistent_slice_axis_is_refused() -> None:
-    fp = _fingerprint([0.8, 0.8, 5.0], [128, 96, 30])
+    fp = ct_fingerprint([0.8, 0.8, 5.0], [128, 96, 30])
     data = to_dict(plan(fp, "cpu", PlansConfig(configuration="2d")))
     data["network"]["slice_axis"] = 0
     with pytest.raises(MedsegError, match="slice_axis"):
@@ -113,7 +101,7 @@ def test_inconsistent_slice_axis_is_refused() -> None:
 
 
 def test_a_few_slices_per_patch_are_kept_and_in_plane_is_rounded() -> None:
-    fp = _fingerprint([0.8, 0.8, 5.0], [128, 96, 30])
+    fp = ct_fingerprint([0.8, 0.8, 5.0], [128, 96, 30])
     plans = plan(fp, "cpu", PlansConfig(configuration="2d", patch_size=(60, 64, 3)))
     stride = np.prod(np.asarray(plans.network.strides), axis=0)
     assert plans.patch_size[2] == 3  # three slices, seen as a batch of independent slices

@@ -161,3 +161,32 @@ def test_callable_source_is_asked_one_tile_at_a_time(rng) -> None:
     assert max(math.prod(s.stop - s.start for s in b) for b in tiles) < 0.6 * image.size
     with pytest.raises(MedsegError, match="expected labels"):
         crf_refine_labels(source, image, spacing, CPU)
+
+
+@pytest.mark.parametrize(
+    ("image_shape", "spacing", "match"),
+    [
+        ((14, 14, 14), (1.0, 1.0, 1.0), "on the image's grid"),  # once ran on a crop silently
+        ((10, 10, 10), (1.0, 1.0), "3 positive spacings"),  # once an IndexError
+        ((10, 10, 10), (1.0, 0.0, 1.0), "3 positive spacings"),  # once a ZeroDivisionError
+    ],
+)
+def test_array_inputs_on_other_grids_are_refused(rng, image_shape, spacing, match) -> None:
+    probs = rng.random((2, 10, 10, 10)).astype(np.float32)
+    probs /= probs.sum(0)
+    image = rng.random(image_shape).astype(np.float32)
+    with pytest.raises(MedsegError, match=match):
+        crf_refine_labels(probs, image, spacing, CPU)
+
+
+def test_callable_source_needs_labels_on_the_image_grid(rng) -> None:
+    image, probs = _noisy_ellipsoid(rng, shape=(16, 16, 8))
+
+    def source(box: tuple[slice, ...]) -> np.ndarray:
+        return probs[(slice(None), *box)]
+
+    labels = probs.argmax(0).astype(np.uint8)
+    with pytest.raises(MedsegError, match="labels of the image's shape"):
+        crf_refine_labels(source, image, (1.0, 1.0, 2.0), CPU, labels=labels[:12])
+    with pytest.raises(MedsegError, match="labels of the image's shape"):
+        crf_refine_labels(probs, image, (1.0, 1.0, 2.0), CPU, labels=labels[:, :, :6])

@@ -242,6 +242,10 @@ def test_bad_input_is_a_clear_error(measured, tmp_path: Path) -> None:
         measure_lesions(inst, [*info, InstanceInfo(5, 1, 1)], AFFINE)
     with pytest.raises(MedsegError, match="invertible affine"):
         measure_lesions(inst, info, np.diag([1.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(MedsegError, match="finite 4x4 affine, found non-finite values"):
+        measure_lesions(inst, info, np.diag([1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(MedsegError, match=r"instance ids >= 1 in info, found 0"):
+        measure_lesions(inst, [InstanceInfo(0, 1, 1), *info], AFFINE)  # once measured id 4
     with pytest.raises(MedsegError, match="3D integer instance map"):
         measure_lesions(inst.astype(np.float32), info, AFFINE)
     with pytest.raises(MedsegError, match="case id"):

@@ -47,6 +47,26 @@ def test_box_holds_the_body_and_drops_air_and_a_separate_object(axcodes: str) ->
         sp = volume.spacing[axis]
         assert sl.start == 0 or (idx[0] - sl.start) * sp >= 10.0
         assert (idx[0] - sl.start) * sp <= 10.0 + 2 * 4.0 + sp
+        n = array.shape[axis]
+        assert sl.stop == n or (sl.stop - 1 - idx[-1]) * sp >= 10.0
+        assert (sl.stop - 1 - idx[-1]) * sp <= 10.0 + 2 * 4.0 + sp
+
+
+def test_a_body_in_two_pieces_keeps_both() -> None:
+    """Both legs of a lower-limb scan (apart on every slice): the crop once kept one leg."""
+    shape, spacing = (120, 80, 20), (1.0, 1.0, 3.0)
+    ii, jj = np.mgrid[: shape[0], : shape[1]]
+    array = np.full(shape, -1000, np.int16)
+    for centre, radius in ((33, 15), (87, 14)):  # 30 and 28 mm legs, 24 mm of air between
+        array[(ii - centre) ** 2 + (jj - 40) ** 2 < radius**2] = 40
+    array[0, 0, :2] = 300  # a marker lying apart (2 coarse voxels, under 1 %): dropped
+    box = body_box(array, spacing)
+    assert box is not None
+    inside = np.zeros(shape, bool)
+    inside[box] = True
+    body = array == 40
+    assert body[inside].sum() == body.sum()  # every voxel of both legs is kept
+    assert not inside[0, 0, 0]
 
 
 def test_all_air_has_no_box_and_no_crop() -> None:

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from cohort_run import AXCODES, train_ct_cohort
 from typer.testing import CliRunner
 
 from medseg.cli import app
@@ -21,31 +22,12 @@ from medseg.io import load_volume, write_nifti
 from medseg.networks.slicewise import SliceWise2D
 from medseg.planning.plans import load_plans
 
-# voxel axes point to P, S, R: permuted and flipped against RAS; S (4 mm) is voxel axis 1
-AXCODES, SHAPE, SPACING = "PSR", (32, 32, 10), (1.5, 1.5, 4.0)
-
 
 @pytest.fixture(scope="module")
 def run_2d(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A one-epoch 2d run on four CT phantoms; returns (run directory, manifest)."""
     root = tmp_path_factory.mktemp("ct2d")
-    manifest = write_ct_cohort(
-        root / "data", 4, seed=5, shape=SHAPE, spacing=SPACING, axcodes=AXCODES, n_lesions=1
-    )
-    cfg = root / "run.yaml"
-    cfg.write_text(
-        "plans: {channels: [4, 8, 16], batch_size: 8}\n"
-        f"data: {{cache_dir: {root / 'cache'}, folds: 2, fold: 0}}\n"
-        "train: {iterations_per_epoch: 2, num_workers: 0, threads: 1, val_every: 1}\n"
-    )
-    run = root / "run"
-    args = ["train", "--manifest", str(manifest), "--data-root", str(manifest.parent)]
-    args += ["--out", str(run), "--config", str(cfg), "--configuration", "2d", "--epochs", "1"]
-    args += ["--device", "cpu", "--no-progress", "--no-postprocess-decision"]
-    torch.set_num_threads(1)
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return run, manifest
+    return train_ct_cohort(root, "2d", batch_size=8, extra=("--no-postprocess-decision",))
 
 
 def test_2d_run_plans_slices_along_the_coarse_axis(run_2d: tuple[Path, Path]) -> None:
