@@ -127,8 +127,9 @@ def _sidecar(
     mask = f"{case.name}.nii.gz"
     return {
         "case": case.name,
-        "input": str(case.path),
-        "inputs": [str(p) for p in case.paths],
+        # absolute: export-dicom finds the reference series from here, from any folder
+        "input": str(Path(case.path).resolve()),
+        "inputs": [str(Path(p).resolve()) for p in case.paths],
         "channels": list(predictor.plans.channel_names),
         "mask": mask if mask in written.files else "",
         "labels": {str(k): v for k, v in sorted(predictor.label_names.items())},

@@ -25,13 +25,8 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.inference.config import InferConfig
-from medseg.inference.predictor import (
-    Prediction,
-    Predictor,
-    Preprocessed,
-    _needs_probabilities,
-    _with_crf_override,
-)
+from medseg.inference.postprocess_options import needs_probabilities, with_crf_override
+from medseg.inference.predictor import Prediction, Predictor, Preprocessed
 from medseg.inference.sliding import channel_argmax, probabilities_in_box
 from medseg.io.volume import Volume
 from medseg.networks.loading import load_postprocessing_file
@@ -176,7 +171,7 @@ class EnsemblePredictor(Predictor):
         )
         timings["resample"] = time.perf_counter() - t
         t = time.perf_counter()
-        crf_source = source if _needs_probabilities(self.postprocessing) else None
+        crf_source = source if needs_probabilities(self.postprocessing) else None
         labels = self._refine_crf(labels, volume, crf_source)
         del source, maps
         labels, applied = self._postprocess(labels, volume)
@@ -225,7 +220,7 @@ def predictor_for_auto_run(run_dir: Path, config: InferConfig) -> Predictor:
     post = None
     if config.postprocess == "auto":
         post = load_postprocessing_file(Path(run_dir) / "postprocessing.json")
-    post = _with_crf_override(post, config.crf)
+    post = with_crf_override(post, config.crf)
     identity = _identity(run_dir, choice, members)
     return EnsemblePredictor(members, postprocessing=post, identity=identity, config=config)
 

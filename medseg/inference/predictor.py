@@ -34,6 +34,11 @@ from torch import nn
 
 from medseg.errors import MedsegError
 from medseg.inference.config import InferConfig
+from medseg.inference.postprocess_options import (
+    describe_postprocessing,
+    needs_probabilities,
+    with_crf_override,
+)
 from medseg.inference.sliding import (
     probabilities_in_box,
     resample_to_source,
@@ -137,7 +142,7 @@ class Predictor:
         """
         config = config or InferConfig()
         post = loaded.postprocessing if config.postprocess == "auto" else None
-        post = _with_crf_override(post, config.crf)
+        post = with_crf_override(post, config.crf)
         models = loaded.models
         if config.backend != "torch":
             from medseg.networks.onnx_backend import backend_models
@@ -356,7 +361,7 @@ class Predictor:
         self, probs: torch.Tensor, pre: Preprocessed, volume: Volume
     ) -> Callable[[tuple[slice, ...]], np.ndarray] | None:
         """``box -> (C, *box shape)`` float16 probabilities on the source grid, if the CRF runs."""
-        if not _needs_probabilities(self.postprocessing):
+        if not needs_probabilities(self.postprocessing):
             return None
         return functools.partial(
             probabilities_in_box,
@@ -390,34 +395,9 @@ class Predictor:
 
         morphology = dataclasses.replace(self.postprocessing, crf=None)
         out = apply_postprocessing(labels, volume.spacing, morphology)
-        return np.asarray(out).astype(labels.dtype, copy=False), _describe(self.postprocessing)
+        applied = describe_postprocessing(self.postprocessing)
+        return np.asarray(out).astype(labels.dtype, copy=False), applied
 
     def __call__(self, volume: Volume) -> Volume:
         """Segment ``volume``: a label map with exactly ``volume``'s affine and shape."""
         return self.predict(volume).mask
-
-
-def _needs_probabilities(post: Any | None) -> bool:
-    """True when the post-processing configuration runs the dense CRF."""
-    return post is not None and getattr(post, "crf", None) is not None
-
-
-def _with_crf_override(post: Any | None, crf: bool | None) -> Any | None:
-    """Apply ``--crf/--no-crf`` to a post-processing configuration (``None``: as decided)."""
-    if crf is None:
-        return post
-    from medseg.postprocessing import CRFConfig, PostprocessConfig
-
-    if crf:
-        base = post or PostprocessConfig()
-        return dataclasses.replace(base, crf=base.crf or CRFConfig())
-    return None if post is None else dataclasses.replace(post, crf=None)
-
-
-def _describe(post: Any) -> dict[str, Any]:
-    from medseg.config import to_dict
-
-    try:
-        return dict(to_dict(post))
-    except (TypeError, ValueError):
-        return {"config": repr(post)}

@@ -89,10 +89,11 @@ def read_sidecar(mask_path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def _reference(reference: Path | None, sidecar: dict[str, Any] | None, mask_path: Path) -> Path:
     if reference is not None:
         return reference
-    recorded = Path(str(sidecar.get("input", ""))) if sidecar else None
-    if recorded is not None and str(recorded) and recorded.is_dir():
+    # Path("") is "." (the working directory): only a non-empty recorded input counts
+    recorded = str(sidecar.get("input") or "") if sidecar else ""
+    if recorded and Path(recorded).is_dir():
         logger.info("using the series the sidecar records as the input: %s", recorded)
-        return recorded
+        return Path(recorded)
     raise MedsegError(
         "a NIfTI/NRRD mask carries no link to its DICOM series: expected --reference "
         "SERIES_DIR (the series the mask was predicted on), found none (and no prediction "

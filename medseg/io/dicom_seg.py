@@ -5,7 +5,8 @@ fractional and label-map SEGs, sparse frames, any frame order) into a volume wit
 voxel-to-LPS affine; :meth:`highdicom.Volume.match_geometry` then permutes, flips, pads and crops
 it onto the reference grid without resampling. Before that, the two grids are checked to share
 voxel size and axes (up to order and sign) and to be offset by whole voxels: a SEG on another
-grid is refused, never resampled.
+grid is refused, never resampled. (An axis one frame thick has no step of its own; it takes the
+reference's, see :func:`_single_frame_axes`.)
 
 Checked on ``../shared/data/dicom/ct_3slice_with_seg`` (dcmqi test data, see
 ``tests/io/test_io_dicom_seg.py``): ``liver.dcm`` equals ``liver_seg.nrrd``; the five
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import MedsegError
+from medseg.io.dicom_scan import READ_ERRORS
 from medseg.io.geometry import ras_to_lps
 from medseg.io.label_common import (
     LabelMap,
@@ -73,8 +75,12 @@ def _open(path: Path) -> Any:
     hd = _highdicom()
     try:
         return hd.seg.segread(path)
-    except (*_HD_ERRORS, OSError, EOFError) as exc:
-        raise MedsegError(f"cannot read the DICOM-SEG: {exc}", path) from exc
+    except (*_HD_ERRORS, *READ_ERRORS) as exc:
+        raise MedsegError(
+            f"cannot read the DICOM-SEG: expected a complete Segmentation object, found one "
+            f"highdicom cannot read (truncated or corrupt?): {exc}",
+            path,
+        ) from exc
 
 
 def _segments(seg: Any) -> list[tuple[int, str]]:
@@ -128,9 +134,40 @@ def _check_grid(seg_lps: np.ndarray, reference: Volume, path: Path) -> None:
         )
 
 
+def _single_frame_axes(hd: Any, volume: Any, reference: Volume) -> Any:
+    """``volume`` with the step of each axis one frame thick taken from the reference.
+
+    A SEG with frames on one plane only (one slice, or a sparse SEG of one frame) has no slice
+    step of its own: highdicom takes its SliceThickness, which differs from the slice spacing of
+    overlapping reconstructions, and the grid check would refuse a frame that lies exactly on a
+    reference slice. Such an axis gets the step of the reference axis it lies along (its
+    direction and the frame's position are still checked).
+    """
+    shape = tuple(int(n) for n in volume.spatial_shape)
+    if 1 not in shape:
+        return volume
+    ref = ras_to_lps(reference.affine)[:3, :3]
+    units = ref / np.linalg.norm(ref, axis=0)
+    affine = np.array(volume.affine, dtype=np.float64)
+    for axis in (a for a, n in enumerate(shape) if n == 1):
+        cos = units.T @ (affine[:3, axis] / np.linalg.norm(affine[:3, axis]))
+        r = int(np.argmax(np.abs(cos)))
+        if abs(cos[r]) >= 1.0 - 1e-6:  # along a reference axis; otherwise _check_grid refuses
+            affine[:3, axis] = ref[:, r] * np.sign(cos[r])
+    channels = {d: volume.get_channel_values(d) for d in volume.channel_descriptors}
+    return hd.Volume(
+        volume.array,
+        affine,
+        volume.coordinate_system,
+        frame_of_reference_uid=volume.frame_of_reference_uid,
+        channels=channels or None,
+    )
+
+
 def _on_reference(volume: Any, reference: Volume, name: str, path: Path) -> np.ndarray:
     """One decoded highdicom volume moved onto the reference grid ``(I, J, K)``."""
     hd = _highdicom()
+    volume = _single_frame_axes(hd, volume, reference)
     _check_grid(np.asarray(volume.affine), reference, path)
     geometry = hd.VolumeGeometry(ras_to_lps(reference.affine), reference.spatial_shape, "PATIENT")
     before = int(np.count_nonzero(volume.array))
@@ -188,9 +225,9 @@ def read_dicom_seg(
         grid (shape ``(I, J, K)``, voxel-to-RAS affine in mm) is the output's.
     label_map
         SegmentLabel -> label value (>= 1): exact names, case-insensitive globs or
-        ``"re:<regex>"`` matching the whole label; several segments may share a value. ``None``:
-        every segment gets its SegmentNumber. Where segments overlap, the later one wins (map
-        order; without a map, the higher segment number).
+        ``"re:<regex>"`` matching the whole label; several segments may share a value.
+        ``None`` (or empty): every segment gets its SegmentNumber. Where segments overlap, the
+        later one wins (map order; without a map, the higher segment number).
     reference_files
         DICOM files of the reference series whose UIDs to check instead of ``reference.meta``.
 

@@ -341,9 +341,13 @@ def output_file(
     ------
     MedsegError
         The file exists (and not ``overwrite``), is a folder, or lies in the series folder (the
-        input is never modified).
+        input is never modified); ``out`` is an existing file not named ``.dcm``.
     """
     out = Path(out)
+    if out.suffix.lower() != ".dcm" and out.exists() and not out.is_dir():
+        raise MedsegError(
+            "expected a .dcm file name or a folder to write into, found an existing file", out
+        )
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", case)
     target = out if out.suffix.lower() == ".dcm" else out / f"{safe}{suffix}"
     folder = source.folder.resolve()

@@ -235,8 +235,8 @@ def resolve_label_map(
     label_map
         Name -> value (>= 1). A key matches a name exactly, or as a case-insensitive glob
         (:func:`fnmatch.fnmatch`: ``"GTV*"``), or as a regular expression matching the whole
-        name when written ``"re:..."``. Several names may map to one value. ``None``: see
-        ``by_number``.
+        name when written ``"re:..."``. Several names may map to one value. ``None`` or
+        empty: see ``by_number`` (an empty map would otherwise paint nothing).
     path
         The label file, named in errors.
     what
@@ -258,7 +258,7 @@ def resolve_label_map(
         value or regex.
     """
     listing = ", ".join(f"'{n}'" for _, n in names) or "(none)"
-    if label_map is None:
+    if not label_map:
         if by_number:
             return [(num, name, _check_value(name, num, path)) for num, name in names]
         if len(names) != 1:

@@ -103,14 +103,29 @@ def _open(path: Path) -> Dataset:
     return ds
 
 
-def _rois(ds: Dataset) -> list[RoiInfo]:
-    contours = {
-        int(rc.get("ReferencedROINumber", -1)): tuple(rc.get("ContourSequence", []))
-        for rc in ds.get("ROIContourSequence", [])
-    }
+def _number(item: Dataset, keyword: str, where: str, path: Path) -> int:
+    """An integer (IS) attribute of a sequence item; missing or not a number is refused."""
+    value = item.get(keyword, None)
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        found = "none" if value in (None, "") else repr(str(value))
+        raise MedsegError(
+            f"{where}: expected an integer {keyword}, found {found} (a truncated or corrupt "
+            "RTSTRUCT?)",
+            path,
+        ) from exc
+
+
+def _rois(ds: Dataset, path: Path) -> list[RoiInfo]:
+    contours: dict[int, tuple[Dataset, ...]] = {}
+    for n, rc in enumerate(ds.get("ROIContourSequence", []), start=1):
+        number = _number(rc, "ReferencedROINumber", f"ROIContourSequence item {n}", path)
+        # several items for one ROI: their contours together, none dropped
+        contours[number] = contours.get(number, ()) + tuple(rc.get("ContourSequence", []))
     out = []
-    for roi in ds.get("StructureSetROISequence", []):
-        number = int(roi.ROINumber)
+    for n, roi in enumerate(ds.get("StructureSetROISequence", []), start=1):
+        number = _number(roi, "ROINumber", f"StructureSetROISequence item {n}", path)
         items = contours.get(number, ())
         kinds = tuple(sorted({str(c.get("ContourGeometricType", "")) for c in items}))
         out.append(
@@ -132,9 +147,11 @@ def list_rois(path: str | os.PathLike[str]) -> list[RoiInfo]:
     Raises
     ------
     MedsegError
-        The file is missing, unreadable or not an RTSTRUCT.
+        The file is missing, unreadable or not an RTSTRUCT, or an ROI item has no valid
+        ROINumber / ReferencedROINumber (a truncated or corrupt file).
     """
-    return _rois(_open(Path(path)))
+    path = Path(path)
+    return _rois(_open(path), path)
 
 
 def _referenced_series(ds: Dataset) -> tuple[dict[str, str], str]:
@@ -253,6 +270,13 @@ def _closed_points(item: Dataset, kind: str, where: str, path: Path) -> np.ndarr
         raise MedsegError(
             f"{where}: expected ContourData as x, y, z triplets, found {data.size} values", path
         )
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:  # a NaN vertex would be dropped as a repeated point and the polygon filled without it
+        raise MedsegError(
+            f"{where}: expected finite ContourData coordinates (mm), found {bad} NaN or infinite "
+            f"value(s) of {data.size}",
+            path,
+        )
     return data.reshape(-1, 3)
 
 
@@ -324,8 +348,8 @@ def read_rtstruct(
     label_map
         ROIName -> label value (>= 1): exact names, case-insensitive globs (``"GTV*"``) or
         ``"re:<regex>"`` matching the whole name; several ROIs may share a value; where ROIs
-        overlap, the later map entry wins. ``None``: a single ROI gets value 1 (several ROIs
-        are an error listing their names). ROIs not in the map are not read.
+        overlap, the later map entry wins. ``None`` (or empty): a single ROI gets value 1
+        (several ROIs are an error listing their names). ROIs not in the map are not read.
     reference_files
         DICOM files of the reference series whose UIDs to check instead of ``reference.meta``
         (for a NIfTI reference converted from that series).
@@ -345,7 +369,8 @@ def read_rtstruct(
         reference series (the series it references named); a map key matching no ROI (the ROIs
         listed); an ROI without closed contours; an OPEN_PLANAR/OPEN_NONPLANAR contour; a
         contour off the reference's slice planes, or partly or wholly outside the grid (by how
-        many mm, on which slice).
+        many mm, on which slice); NaN or infinite ContourData; an ROI item without a valid
+        ROINumber / ReferencedROINumber (a truncated or corrupt file).
 
     Notes
     -----
@@ -356,7 +381,7 @@ def read_rtstruct(
     """
     path = Path(path)
     ds = _open(path)
-    rois = _rois(ds)
+    rois = _rois(ds, path)
     painted = resolve_label_map(
         [(r.number, r.name) for r in rois], label_map, path, what="ROI", by_number=False
     )

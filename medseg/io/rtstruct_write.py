@@ -24,6 +24,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian,
 from skimage.measure import find_contours
 
 from medseg import __version__
+from medseg.io import label_common
 from medseg.io.atomic import atomic_path
 from medseg.io.dicom_source import (
     SourceSeries,
@@ -40,7 +41,7 @@ from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-RTSTRUCT_SOP_CLASS = UID("1.2.840.10008.5.1.4.1.1.481.3")  # RT Structure Set Storage
+RTSTRUCT_SOP_CLASS = UID(label_common.RTSTRUCT_SOP_CLASS)  # RT Structure Set Storage
 #: Referenced SOP Class of the RT Referenced Study Sequence, as treatment-planning systems write.
 DETACHED_STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"
 RTSTRUCT_SERIES_NUMBER = 902

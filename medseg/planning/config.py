@@ -42,7 +42,7 @@ class PlansConfig:
     V-Net, always drops half the skip channels of its two top up-transitions.
     ``normalization`` is channel 0's intensity normalisation; ``channel_normalization``
     gives one per input channel (``auto`` entries, and channels beyond the list, take
-    :func:`medseg.planning.planner.default_normalization` of their modality: ``ct`` for CT,
+    :func:`medseg.planning.normalization.default_normalization` of their modality: ``ct`` for CT,
     per-image ``zscore`` for PET, ``zscore_nonzero`` otherwise).
     ``configuration`` (``medseg train --configuration``): ``3d`` plans a 3D network on 3D
     patches; ``2d`` nnU-Net's 2d configuration (:func:`medseg.planning.planner_2d.plan_2d`:

@@ -298,3 +298,17 @@ def test_a_summary_that_cannot_be_written_is_a_clean_error(
     assert main([*args, "--output", str(out), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"{out}: cannot write summary.json" in err
+
+
+def test_sidecar_records_absolute_inputs_for_a_relative_input(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """export-dicom finds the reference series from the sidecar, run from any folder."""
+    img, _ = phantom(seed=2)
+    write_nifti(img.array, img.affine, tmp_path / "in" / "scan.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    args = ["predict", "--model", str(run_dir), "--input", "in/scan.nii.gz", "--output", "out"]
+    assert main([*args, "--device", "cpu", "--postprocess", "none"]) == 0
+    side = json.loads((tmp_path / "out" / "scan.json").read_text())
+    want = str((tmp_path / "in" / "scan.nii.gz").resolve())
+    assert side["input"] == want and side["inputs"] == [want]

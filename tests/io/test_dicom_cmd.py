@@ -92,6 +92,32 @@ def test_a_nifti_mask_without_reference_is_refused(case, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_sidecar_without_input_does_not_mean_the_working_directory(
+    case, tmp_path, capsys, monkeypatch
+):
+    """``Path("")`` is ``"."``: a sidecar without ``"input"`` used to export onto whatever series
+    the working directory held (here the right one, by luck), without --reference."""
+    series, mask = case
+    (mask.parent / "case7.json").write_text(json.dumps({"labels": {"1": "liver"}}))
+    monkeypatch.chdir(series)
+    out = tmp_path / "o"
+    assert export(mask, "--format", "dicom-seg", "-o", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "expected --reference" in err and "case7.nii.gz" in err
+    assert not out.exists()
+
+
+def test_an_existing_file_as_output_folder_is_refused(case, tmp_path, capsys):
+    """An output that is an existing file not named .dcm used to end in a FileExistsError."""
+    series, mask = case
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert export(mask, "-r", str(series), "--format", "rtstruct", "-o", str(taken)) == 1
+    err = capsys.readouterr().err
+    assert "expected a .dcm file name or a folder" in err and str(taken) in err
+    assert "Traceback" not in err and taken.read_text() == "not a folder"
+
+
 def test_an_existing_output_needs_force(case, tmp_path, capsys):
     series, mask = case
     flags = ["-r", str(series), "--format", "rtstruct", "-o", str(tmp_path / "o")]

@@ -95,3 +95,35 @@ def test_overlap_is_a_share_of_the_reference_grid() -> None:
     half = _affine((1, 1, 1), (5.0, 0, 0))
     share = field_of_view_overlap(ref, (20, 20, 20), half, (20, 20, 20), stride=1)
     assert share == pytest.approx(16 / 20)  # x = 4..19 covered (box widened by half a voxel)
+
+
+def test_dicom_channels_of_two_frames_of_reference_warn(tmp_path: Path, caplog) -> None:
+    """CT and PET are placed by patient coordinates: with different FrameOfReferenceUIDs those
+    are not known to agree, which used to pass without a word."""
+    import logging
+
+    from medseg.io import Volume, load_volume, write_dicom_series
+
+    aff = _affine((1.0, 1.0, 2.0), (-3.0, 4.0, 5.0), flip=(-1, -1, 1))  # LPS-ordered voxels
+    arr = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    write_dicom_series(Volume(arr, aff), tmp_path / "ct")
+    write_dicom_series(Volume(arr * 2, aff), tmp_path / "pet")
+    frames = [load_volume(tmp_path / f).meta["frame_of_reference_uid"] for f in ("ct", "pet")]
+    assert frames[0] != frames[1]  # each synthetic series gets its own
+    with caplog.at_level(logging.WARNING, logger="medseg.io.channels"):
+        vol = load_channels([tmp_path / "ct", tmp_path / "pet"])
+    assert "FrameOfReferenceUID" in caplog.text and frames[0] in caplog.text
+    assert frames[1] in caplog.text and str(tmp_path / "pet") in caplog.text
+    np.testing.assert_array_equal(vol.array[1], vol.array[0] * 2)  # still placed, same grid
+
+
+def test_overlap_sees_uncovered_end_slices_of_a_thin_stack() -> None:
+    """A PET two slices lower than its 47-slice CT (as STS_019): every 4th slice used to be
+    sampled, none of them uncovered, and the share came out 1.0 instead of 46/47."""
+    ref = np.diag([1.0, 1.0, 3.27, 1.0])
+    low = ref.copy()
+    low[2, 3] = -2 * 3.27
+    share = field_of_view_overlap(ref, (40, 40, 47), low, (40, 40, 47))
+    assert share == pytest.approx(46 / 47)  # the top slice lies beyond the widened box
+    exact = field_of_view_overlap(ref, (40, 40, 47), low, (40, 40, 47), stride=1)
+    assert share == exact

@@ -198,3 +198,46 @@ def test_real_sparse_labelmap_seg_on_a_nrrd_grid(shared_data, caplog):
     # dcmqi fills the frameless middle slice with PixelPaddingValue 5; medseg with background
     assert set(np.unique(dcmqi[:, :, 1])) == {5} and ppv5.array[:, :, 1].max() == 0
     np.testing.assert_array_equal(ppv5.array[:, :, [0, 2]], dcmqi[:, :, [0, 2]])
+
+
+def test_a_one_frame_seg_with_another_slice_thickness_lands_on_its_slice(tmp_path):
+    """A SEG with frames on one slice has no slice step of its own; highdicom takes its
+    SliceThickness (here 1.0 mm on a 2.5 mm series, as overlapping reconstructions have). It
+    used to be refused as 'not on the reference grid'; a frame off the slices still is."""
+    reference = ct_series(GEOMETRIES["axial anisotropic"], SHAPE, tmp_path / "ct")
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[2:5, 3:6, 3] = True
+    ds = pydicom.dcmread(write_seg(tmp_path / "seg.dcm", reference, {"T": mask}))
+    assert ds.NumberOfFrames == 1
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    del measures.SpacingBetweenSlices
+    measures.SliceThickness = 1.0
+    ds.save_as(tmp_path / "thin.dcm")
+    out = read_dicom_seg(tmp_path / "thin.dcm", reference).array
+    np.testing.assert_array_equal(out, mask.astype(np.uint8))
+    frame = ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    frame.ImagePositionPatient[2] = float(frame.ImagePositionPatient[2]) + 1.0  # off the slice
+    ds.save_as(tmp_path / "off.dcm")
+    with pytest.raises(MedsegError, match="not on the reference grid"):
+        read_dicom_seg(tmp_path / "off.dcm", reference)
+
+
+def test_an_empty_label_map_means_none_for_a_seg(tmp_path):
+    reference = ct_series(GEOMETRIES["axial anisotropic"], SHAPE, tmp_path / "ct")
+    a, b = _boxes(SHAPE)
+    path = write_seg(tmp_path / "seg.dcm", reference, {"Liver": a, "Spine": b})
+    np.testing.assert_array_equal(
+        read_dicom_seg(path, reference, {}).array, read_dicom_seg(path, reference).array
+    )
+    assert set(np.unique(read_dicom_seg(path, reference, {}).array)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.9, 0.98])
+def test_a_truncated_seg_is_refused_saying_what_was_expected(tmp_path, fraction):
+    reference = ct_series(GEOMETRIES["axial anisotropic"], SHAPE, tmp_path / "ct")
+    whole = write_seg(tmp_path / "seg.dcm", reference, {"T": phantom_mask(SHAPE)}).read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(whole[: int(len(whole) * fraction)])
+    with pytest.raises(MedsegError, match="expected a complete Segmentation object") as err:
+        read_dicom_seg(cut, reference)
+    assert str(cut) in str(err.value)
