@@ -13,11 +13,12 @@ from medseg.classic.config import ClassicConfig
 from medseg.classic.methods import Seeds
 from medseg.errors import MedsegError
 from medseg.io import Volume, affines_match, load_volume
+from medseg.io.file_names import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
 #: seed-mask file names tried in a ``--seed-mask`` folder, ``<case>`` + one of these
-SEED_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+SEED_SUFFIXES = IMAGE_SUFFIXES
 
 
 def ras_to_voxel(affine: np.ndarray, points_ras: Sequence[Sequence[float]]) -> np.ndarray:

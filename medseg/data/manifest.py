@@ -39,7 +39,18 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from medseg.data.manifest_fields import (
+    check_case_id,
+    describe,
+    image_paths,
+    int_keyed,
+    label_map_value,
+    path_value,
+    series_value,
+    string_value,
+)
 from medseg.errors import MedsegError
+from medseg.io.file_names import file_stem
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +110,9 @@ class Manifest:
 
 
 def case_id_from_path(path: str | os.PathLike[str]) -> str:
-    """File name without ``.nii.gz`` (or its single extension): ``./a/x_01.nii.gz`` -> ``x_01``."""
-    name = Path(path).name
-    if name.lower().endswith(".nii.gz"):
-        return name[: -len(".nii.gz")]
-    return Path(name).stem if Path(name).suffix else name
+    """A case's default id, :func:`medseg.io.file_names.file_stem` of channel 0:
+    ``./a/x_01.nii.gz`` -> ``x_01``, a DICOM folder ``dicom/ct01`` -> ``ct01``."""
+    return file_stem(path)
 
 
 def load_manifest(
@@ -157,13 +166,13 @@ def load_manifest(
             path,
         ) from exc
     if not isinstance(doc, dict):
-        raise MedsegError(f"expected a JSON object at the top, found {_kind(doc)}", path)
+        raise MedsegError(f"expected a JSON object at the top, found {describe(doc)}", path)
     missing = [k for k in _REQUIRED_KEYS if k not in doc]
     if "modality" not in doc and "channel_names" not in doc:
         missing.insert(0, "modality")
     if missing:
         raise MedsegError(f"missing required key(s) {missing} (MSD dataset.json layout)", path)
-    default_map = _label_map(doc.get("label_map"), "label_map", path)
+    default_map = label_map_value(doc.get("label_map"), "label_map", path)
     training = _parse_cases(doc["training"], "training", path, root, True, default_map)
     test = _parse_cases(doc.get("test", []), "test", path, root, False, default_map)
     training, test = _unique_ids(training, test)
@@ -175,14 +184,14 @@ def load_manifest(
             "%s: numTraining is %s but training lists %d cases", path, n_declared, len(training)
         )
     return Manifest(
-        name=_string(doc.get("name", path.stem), "name", path),
-        modality=_int_keyed(_channels(doc), "modality", path),
-        labels=_int_keyed(_labels(doc["labels"]), "labels", path),
+        name=string_value(doc.get("name", path.stem), "name", path),
+        modality=int_keyed(_channels(doc), "modality", path),
+        labels=int_keyed(_labels(doc["labels"]), "labels", path),
         training=training,
         test=test,
         path=path,
         data_root=root,
-        description=_string(doc.get("description", ""), "description", path),
+        description=string_value(doc.get("description", ""), "description", path),
     )
 
 
@@ -233,66 +242,6 @@ def _refuse_outside_root(doc: dict[str, object], path: Path, root: Path) -> None
         )
 
 
-def _kind(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    return f"{names.get(type(value), type(value).__name__)} {json.dumps(value)[:60]}"
-
-
-def _string(value: object, key: str, path: Path) -> str:
-    if not isinstance(value, str):
-        raise MedsegError(f"{key}: expected a string, found {_kind(value)}", path)
-    return value
-
-
-def check_case_id(
-    value: object, key: str = "case id", path: str | os.PathLike[str] | None = None
-) -> str:
-    """``value`` as a case id: it names output and cache files, so one plain file name.
-
-    Raises
-    ------
-    MedsegError
-        Naming ``key`` (and ``path``) for a non-string, empty, ``.``/``..`` or a name holding
-        ``/``, ``\\`` or NUL.
-    """
-    if not isinstance(value, str):
-        raise MedsegError(f"{key}: expected a string, found {_kind(value)}", path)
-    cid = value
-    if cid.strip() in ("", ".", "..") or any(c in cid for c in "/\\\0"):
-        raise MedsegError(
-            f"{key}: expected a case id usable as a file name (not empty, '.' or '..', no "
-            f"'/' or '\\'), found {cid!r}",
-            path,
-        )
-    return cid
-
-
-def _int_keyed(value: object, key: str, path: Path) -> dict[int, str]:
-    if not isinstance(value, dict) or not value:
-        raise MedsegError(
-            f"{key}: expected a non-empty object {{'0': name}}, found {_kind(value)}", path
-        )
-    out: dict[int, str] = {}
-    for k, name in value.items():
-        if not (isinstance(k, str) and k.strip().isdigit()):
-            raise MedsegError(f"{key}: expected non-negative integer keys, found {k!r}", path)
-        out[int(k)] = _string(name, f"{key}[{k!r}]", path)
-    if key == "labels" and 0 not in out:
-        raise MedsegError('labels: expected key "0" (background)', path)
-    if key == "modality" and sorted(out) != list(range(len(out))):
-        raise MedsegError(
-            f"modality: expected channels 0..{len(out) - 1}, found {sorted(out)}", path
-        )
-    return dict(sorted(out.items()))
-
-
-def _path_value(value: object, key: str, path: Path, root: Path) -> Path:
-    if not isinstance(value, str) or not value.strip():
-        raise MedsegError(f"{key}: expected a string path, found {_kind(value)}", path)
-    p = Path(value)
-    return p if p.is_absolute() else root / p
-
-
 def _channels(doc: dict[str, object]) -> object:
     """``modality`` (MSD) or ``channel_names`` (nnU-Net v2)."""
     return doc["modality"] if "modality" in doc else doc["channel_names"]
@@ -309,45 +258,6 @@ def _labels(value: object) -> object:
     return value
 
 
-def _label_map(value: object, key: str, path: Path) -> tuple[tuple[str, int], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, dict) or not value:
-        raise MedsegError(
-            f"{key}: expected an object {{ROI name or pattern: label value}}, found {_kind(value)}",
-            path,
-        )
-    out = []
-    for name, v in value.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise MedsegError(
-                f"{key}[{name!r}]: expected a label value >= 1, found {_kind(v)}", path
-            )
-        out.append((str(name), int(v)))
-    return tuple(out)
-
-
-def _image_paths(value: object, where: str, path: Path, root: Path) -> list[Path]:
-    if isinstance(value, list):
-        if not value:
-            raise MedsegError(f"{where}.image: expected one path per channel, found []", path)
-        return [_path_value(v, f"{where}.image[{n}]", path, root) for n, v in enumerate(value)]
-    return [_path_value(value, f"{where}.image", path, root)]
-
-
-def _series(value: object, n: int, where: str, path: Path) -> tuple[str | None, ...]:
-    if value is None:
-        return ()
-    items = value if isinstance(value, list) else [value]
-    if len(items) > n or not all(v is None or isinstance(v, str | int) for v in items):
-        raise MedsegError(
-            f"{where}.series: expected a series UID or number per channel ({n}), found "
-            f"{_kind(value)}",
-            path,
-        )
-    return tuple(None if v is None else str(v) for v in items)
-
-
 def _parse_cases(
     entries: object,
     key: str,
@@ -357,7 +267,7 @@ def _parse_cases(
     default_map: tuple[tuple[str, int], ...] = (),
 ) -> tuple[Case, ...]:
     if not isinstance(entries, list):
-        raise MedsegError(f"{key}: expected a list, found {_kind(entries)}", path)
+        raise MedsegError(f"{key}: expected a list, found {describe(entries)}", path)
     cases = []
     for n, entry in enumerate(entries):
         where = f"{key}[{n}]"
@@ -365,15 +275,15 @@ def _parse_cases(
             entry = {"image": entry}
         if not isinstance(entry, dict):
             raise MedsegError(
-                f"{where}: expected an object with 'image', found {_kind(entry)}", path
+                f"{where}: expected an object with 'image', found {describe(entry)}", path
             )
         if "image" not in entry or (need_label and "label" not in entry):
             need = "'image' and 'label'" if need_label else "'image'"
             raise MedsegError(f"{where}: expected keys {need}, found {sorted(entry)}", path)
-        images = _image_paths(entry["image"], where, path, root)
+        images = image_paths(entry["image"], where, path, root)
         label = None
         if entry.get("label") is not None or need_label:
-            label = _path_value(entry.get("label"), f"{where}.label", path, root)
+            label = path_value(entry.get("label"), f"{where}.label", path, root)
         id_key = f"{where}.id" if "id" in entry else f"{where}.image (its file name)"
         case_id = check_case_id(entry.get("id", case_id_from_path(images[0])), id_key, path)
         cases.append(
@@ -382,8 +292,8 @@ def _parse_cases(
                 image=images[0],
                 label=label,
                 extra_images=tuple(images[1:]),
-                series=_series(entry.get("series"), len(images), where, path),
-                label_map=_label_map(entry.get("label_map"), f"{where}.label_map", path)
+                series=series_value(entry.get("series"), len(images), where, path),
+                label_map=label_map_value(entry.get("label_map"), f"{where}.label_map", path)
                 or default_map,
             )
         )

@@ -31,12 +31,17 @@ from pathlib import Path
 
 from medseg.data.manifest import Manifest
 from medseg.errors import MedsegError
-from medseg.io.itk import is_itk_file
+from medseg.inference.case_files import (
+    holds_dicom,
+    is_image_file,
+    looks_dicom,
+    walk_inputs,
+)
+from medseg.io.file_names import file_stem
 from medseg.io.nifti import is_nifti
 
 logger = logging.getLogger(__name__)
 
-_NOT_DICOM = (".txt", ".json", ".csv", ".md", ".raw", ".zraw", ".gz", ".npz", ".npy", ".png")
 #: ``CASE_0001``: nnU-Net's channel suffix, exactly four digits.
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -76,41 +81,6 @@ class CaseInput:
             object.__setattr__(self, "paths", (self.path,))
 
 
-def is_image_file(path: Path) -> bool:
-    """True for the single-file volume formats medseg reads."""
-    return is_nifti(path) or is_itk_file(path)
-
-
-def _looks_dicom(path: Path) -> bool:
-    """Cheap test: ``.dcm`` suffix or the ``DICM`` magic at byte 128 (full check at read time)."""
-    name = path.name.lower()
-    if name.endswith((".dcm", ".ima")):
-        return True
-    if name.startswith(".") or name.endswith(_NOT_DICOM) or name == "dicomdir":
-        return False
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    if name.lower().endswith(".nii.gz"):
-        return name[: -len(".nii.gz")]
-    return path.stem
-
-
-def _holds_dicom(folder: Path) -> bool:
-    try:
-        files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    except OSError:
-        return False
-    return any(_looks_dicom(p) for p in files if not is_image_file(p))
-
-
 def discover_cases(
     path: str | os.PathLike[str],
     *,
@@ -142,16 +112,16 @@ def discover_cases(
     if not root.exists():
         raise MedsegError("input not found (expected an image file or a folder)", root)
     if root.is_file():
-        if not is_image_file(root) and not _looks_dicom(root):
+        if not is_image_file(root) and not looks_dicom(root):
             raise MedsegError(
                 "unsupported input file (expected .nii, .nii.gz, .nrrd, .mha, .mhd or a DICOM "
                 "series folder)",
                 root,
             )
-        dicom = _looks_dicom(root) and not is_image_file(root)
+        dicom = looks_dicom(root) and not is_image_file(root)
         found = [(root.parent, True)] if dicom else [(root, False)]
     else:
-        found = _walk(root, exclude)
+        found = walk_inputs(root, exclude)
         if not found:
             raise MedsegError(
                 "no cases found (expected image files or folders of DICOM files)", root
@@ -160,29 +130,12 @@ def discover_cases(
         return _channel_cases(root, found, n_channels, tuple(channel_names))
     if root.is_file():
         p, dicom = found[0]
-        return [CaseInput(p.name if dicom else _stem(p), p, dicom)]
+        return [CaseInput(p.name if dicom else file_stem(p), p, dicom)]
     return _name_cases(root, found)
 
 
-def _walk(root: Path, exclude: Path | None) -> list[tuple[Path, bool]]:
-    """Every image file and every folder directly holding DICOM files under ``root``."""
-    found: list[tuple[Path, bool]] = []
-    skip = exclude.resolve() if exclude is not None else None
-    for folder, dirs, files in os.walk(root):
-        here = Path(folder)
-        if skip is not None and here.resolve() == skip:
-            dirs[:] = []
-            continue
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        paths = [here / f for f in sorted(files) if not f.startswith(".")]
-        found.extend((p, False) for p in paths if is_image_file(p))
-        if any(_looks_dicom(p) for p in paths if not is_image_file(p)):
-            found.append((here, True))
-    return found
-
-
 def _name_cases(root: Path, found: list[tuple[Path, bool]]) -> list[CaseInput]:
-    names = [p.name if dicom else _stem(p) for p, dicom in found]
+    names = [p.name if dicom else file_stem(p) for p, dicom in found]
     if len(found) == 1 and found[0][0] == root:
         return [CaseInput(names[0], root, found[0][1])]
     counts = Counter(names)
@@ -199,7 +152,7 @@ def _name_cases(root: Path, found: list[tuple[Path, bool]]) -> list[CaseInput]:
 # ----------------------------------------------------------------- several channels
 def _channel_of(path: Path, dicom: bool) -> tuple[str, int] | None:
     """``("CASE", 1)`` for ``CASE_0001.nii.gz`` or a DICOM folder ``CASE_0001``; else None."""
-    m = _CHANNEL_RE.match(path.name if dicom else _stem(path))
+    m = _CHANNEL_RE.match(path.name if dicom else file_stem(path))
     return (m["case"], int(m["channel"])) if m else None
 
 
@@ -210,7 +163,7 @@ def _siblings(path: Path, dicom: bool) -> list[tuple[Path, bool]]:
         return [(path, dicom)]
     out: list[tuple[Path, bool]] = []
     for p in sorted(path.parent.iterdir()):
-        is_dicom = p.is_dir() and _holds_dicom(p)
+        is_dicom = p.is_dir() and holds_dicom(p)
         if not is_dicom and not (p.is_file() and is_image_file(p)):
             continue
         ch = _channel_of(p, is_dicom)
@@ -231,7 +184,7 @@ def _channel_cases(
     for p, dicom in found:
         ch = _channel_of(p, dicom)
         if ch is None:
-            case = CaseInput(p.name if dicom else _stem(p), p, dicom)
+            case = CaseInput(p.name if dicom else file_stem(p), p, dicom)
             case = _unsuffixed(case, n, names)
             named.append((case, _rel_parts(root, p.parent, case.name)))
             continue

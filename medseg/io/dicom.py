@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 
 from medseg.errors import MedsegError
 from medseg.io.dicom_frames import dicom_frames
-from medseg.io.dicom_scan import READ_ERRORS, FolderScan, scan_folder
+from medseg.io.dicom_scan import READ_ERRORS, FolderScan, read_dicom, scan_folder
 from medseg.io.dicom_stack import Frame, stack_geometry
 from medseg.io.geometry import lps_to_ras
 from medseg.io.volume import Volume
@@ -349,12 +349,7 @@ def _meta(ds: Dataset, info: SeriesInfo, frames: Sequence[Frame], folder: Path) 
     def sop_uid(path: Path) -> str:
         # Frames carry no UID: read the tag from each file once more (no pixel data); the
         # frames of one multi-frame file share its SOPInstanceUID.
-        try:
-            head = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        except READ_ERRORS as exc:
-            raise MedsegError(
-                f"cannot read DICOM file (expected an image slice): {exc}", path
-            ) from exc
+        head = read_dicom(path, expected="an image slice", tags=["SOPInstanceUID"])
         uid = str(head.get("SOPInstanceUID", "") or "")
         if not uid:  # some exports leave it blank; the file meta header still holds it
             meta = getattr(head, "file_meta", None)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from medseg.errors import MedsegError
 from medseg.io.dicom_seg_write import write_dicom_seg
-from medseg.io.dicom_source import case_name
+from medseg.io.file_names import sidecar_path
 from medseg.io.jsonfile import read_json
 from medseg.io.reader import load_volume
 from medseg.io.rtstruct_write import write_rtstruct
@@ -54,11 +54,6 @@ def parse_labels(pairs: Sequence[str]) -> dict[int, str]:
             )
         out[int(value)] = name.strip()
     return out
-
-
-def sidecar_path(mask_path: str | os.PathLike[str]) -> Path:
-    """The prediction sidecar of a mask: ``CASE.json`` beside ``CASE.nii.gz``."""
-    return Path(mask_path).with_name(f"{case_name(mask_path)}.json")
 
 
 def read_sidecar(mask_path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -11,13 +11,17 @@ slice of the series, so reading the series refuses it by name instead of droppin
 from __future__ import annotations
 
 import logging
+import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
+
+from medseg.errors import MedsegError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,44 @@ READ_ERRORS = (
     NotImplementedError,
     struct.error,
 )
+
+
+def read_dicom(
+    path: str | os.PathLike[str],
+    *,
+    expected: str,
+    pixels: bool = False,
+    tags: Sequence[str] | None = None,
+) -> Dataset:
+    """One DICOM file read by pydicom, or a MedsegError naming the file.
+
+    Parameters
+    ----------
+    path
+        The file.
+    expected
+        What the file should be, for the message (``"an image slice"``, ``"an RTSTRUCT"``).
+    pixels
+        Read the pixel data too (default: the header only).
+    tags
+        Read only these keywords (pydicom ``specific_tags``); default: every element.
+
+    Raises
+    ------
+    MedsegError
+        ``cannot read DICOM file (expected <expected>), found an unreadable file: <why>`` for
+        anything in :data:`READ_ERRORS` (not DICOM, truncated, corrupt, missing).
+    """
+    try:
+        return pydicom.dcmread(
+            path, stop_before_pixels=not pixels, specific_tags=None if tags is None else list(tags)
+        )
+    except READ_ERRORS as exc:
+        raise MedsegError(
+            f"cannot read DICOM file (expected {expected}), found an unreadable file: {exc}", path
+        ) from exc
+
+
 #: The header tags the listing uses; converted while reading so corrupt values count as broken.
 _LISTED_TAGS = ("SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "Rows")
 

@@ -39,6 +39,7 @@ from medseg.io.label_common import (
     resolve_label_map,
     warn_unchecked,
 )
+from medseg.io.optional_imports import import_highdicom
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -53,17 +54,6 @@ FRACTION_THRESHOLD = 0.5
 _HD_ERRORS = (ValueError, RuntimeError, KeyError, AttributeError, TypeError, IndexError)
 
 
-def _highdicom() -> Any:
-    try:
-        import highdicom
-    except ImportError as exc:
-        raise MedsegError(
-            "reading DICOM-SEG needs highdicom (expected it installed, found none): "
-            "pip install 'medseg[dicomseg]'"
-        ) from exc
-    return highdicom
-
-
 def _open(path: Path) -> Any:
     """The file as a :class:`highdicom.seg.Segmentation`, or a MedsegError saying why not."""
     if not path.is_file():
@@ -72,7 +62,7 @@ def _open(path: Path) -> Any:
     if kind != "SEG":
         found = "an RTSTRUCT" if kind else "a file that is not a DICOM segmentation"
         raise MedsegError(f"expected a DICOM-SEG (Modality SEG), found {found}", path)
-    hd = _highdicom()
+    hd = import_highdicom("reading DICOM-SEG")
     try:
         return hd.seg.segread(path)
     except (*_HD_ERRORS, *READ_ERRORS) as exc:
@@ -166,7 +156,7 @@ def _single_frame_axes(hd: Any, volume: Any, reference: Volume) -> Any:
 
 def _on_reference(volume: Any, reference: Volume, name: str, path: Path) -> np.ndarray:
     """One decoded highdicom volume moved onto the reference grid ``(I, J, K)``."""
-    hd = _highdicom()
+    hd = import_highdicom("reading DICOM-SEG")
     volume = _single_frame_axes(hd, volume, reference)
     _check_grid(np.asarray(volume.affine), reference, path)
     geometry = hd.VolumeGeometry(ras_to_lps(reference.affine), reference.spatial_shape, "PATIENT")

@@ -20,17 +20,17 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from medseg import __version__
-from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_path
 from medseg.io.dicom_source import (
     SourceSeries,
-    case_name,
     link_attributes,
     on_source_grid,
     output_file,
     present_labels,
     read_source_series,
 )
+from medseg.io.file_names import case_name
+from medseg.io.optional_imports import import_highdicom
 from medseg.io.seg_codes import AlgorithmInfo, display_colours, segment_code
 from medseg.io.volume import Volume
 
@@ -62,17 +62,6 @@ _GEOMETRY_ATTRIBUTES = (
     "HighBit",
     "PixelRepresentation",
 )
-
-
-def _highdicom() -> Any:
-    try:
-        import highdicom
-    except ImportError as exc:  # an optional dependency (the dicomseg extra)
-        raise MedsegError(
-            "DICOM-SEG export needs highdicom, found it not installed: "
-            "pip install 'medseg[dicomseg]'"
-        ) from exc
-    return highdicom
 
 
 def _source_header(ds: Dataset) -> Dataset:
@@ -152,7 +141,7 @@ def build_dicom_seg(
     pydicom.dataset.Dataset
         A ``highdicom.seg.Segmentation``.
     """
-    hd = _highdicom()
+    hd = import_highdicom("DICOM-SEG export")
     seg = hd.seg.Segmentation(
         source_images=[_source_header(ds) for ds in source.headers],
         pixel_array=_frames(grid, segments),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
@@ -25,7 +24,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import MAX_VALUE_LEN
 
 from medseg.errors import MedsegError
-from medseg.io.dicom_scan import READ_ERRORS
+from medseg.io.dicom_scan import read_dicom
 from medseg.io.geometry import ras_to_lps, world_coordinates
 from medseg.io.reader import load_volume
 from medseg.io.volume import Volume
@@ -48,7 +47,6 @@ LINK_ATTRIBUTES = (
     "ReferringPhysicianName",
 )
 GRID_TOLERANCE_MM = 1e-3
-_MASK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -87,13 +85,6 @@ class SourceSeries:
     def frame_of_reference_uid(self) -> str:
         """FrameOfReferenceUID of the series."""
         return str(self.headers[0].get("FrameOfReferenceUID", "") or "")
-
-
-def _read_header(path: Path) -> Dataset:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except READ_ERRORS as exc:
-        raise MedsegError(f"cannot read DICOM file (expected an image slice): {exc}", path) from exc
 
 
 def _check_slice_order(headers: list[Dataset], volume: Volume, folder: Path) -> None:
@@ -204,7 +195,7 @@ def read_source_series(
         raise MedsegError("expected a DICOM series folder (--reference), found no folder", folder)
     volume = load_volume(folder, series=series, allow_empty=True)
     files = tuple(Path(f) for f in volume.meta["files"])
-    headers = [_read_header(f) for f in files]
+    headers = [read_dicom(f, expected="an image slice") for f in files]
     if len(headers) != volume.spatial_shape[2]:
         raise MedsegError(
             f"expected one file per slice ({volume.spatial_shape[2]}), found {len(headers)} "
@@ -319,17 +310,6 @@ def present_labels(
         names = ", ".join(f"{labels[v]}={v}" for v in empty)
         logger.warning("%s: label(s) %s have no voxels; omitted from the export", path, names)
     return [(v, str(labels.get(v, f"label_{v}"))) for v in present]
-
-
-def case_name(path: str | os.PathLike[str] | None) -> str:
-    """The case id of a mask file: its name without the image suffix (``"mask"`` if none)."""
-    if path is None:
-        return "mask"
-    name = Path(path).name
-    for suffix in _MASK_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)] or "mask"
-    return Path(name).stem or "mask"
 
 
 def output_file(

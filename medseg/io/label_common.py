@@ -19,7 +19,8 @@ import numpy as np
 import pydicom
 
 from medseg.errors import MedsegError
-from medseg.io.dicom_scan import READ_ERRORS
+from medseg.io.dicom_scan import READ_ERRORS, read_dicom
+from medseg.io.nifti import label_dtype
 from medseg.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -121,10 +122,7 @@ def _uids_from_files(files: list[Path]) -> ReferenceUids:
     series: set[str] = set()
     sops: set[str] = set()
     for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except READ_ERRORS as exc:
-            raise MedsegError(f"cannot read a reference DICOM file: {exc}", f) from exc
+        ds = read_dicom(f, expected="an image slice of the reference series")
         frames.add(str(ds.get("FrameOfReferenceUID", "") or ""))
         series.add(str(ds.get("SeriesInstanceUID", "") or ""))
         sops.add(str(ds.get("SOPInstanceUID", "") or ""))
@@ -280,11 +278,6 @@ def resolve_label_map(
     return out
 
 
-def label_dtype(values: Sequence[int]) -> np.dtype:
-    """``uint8`` when every value fits, else ``uint16``."""
-    return np.dtype(np.uint8 if max(values, default=0) <= 255 else np.uint16)
-
-
 def label_volume(
     masks: Mapping[int, np.ndarray],
     reference: Volume,
@@ -296,10 +289,10 @@ def label_volume(
 
     ``masks`` maps segment/ROI number -> boolean mask of shape ``reference.spatial_shape``
     ``(I, J, K)``; each ``(number, name, value)`` of ``painted`` is painted in order (later
-    entries win where masks overlap), dtype from :func:`label_dtype`, 0 = background. The
-    affine is the reference's (voxel-to-RAS, mm). ``meta`` holds ``format``, ``labels``
-    (name -> value), ``reference`` (its path) and ``is_image=False``; nothing of the
-    reference's own meta (its UIDs describe the image).
+    entries win where masks overlap), dtype from :func:`medseg.io.nifti.label_dtype`,
+    0 = background. The affine is the reference's (voxel-to-RAS, mm). ``meta`` holds
+    ``format``, ``labels`` (name -> value), ``reference`` (its path) and ``is_image=False``;
+    nothing of the reference's own meta (its UIDs describe the image).
     """
     array = np.zeros(reference.spatial_shape, dtype=label_dtype([v for _, _, v in painted]))
     for number, _, value in painted:

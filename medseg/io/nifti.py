@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +15,7 @@ import numpy as np
 
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_path, atomic_write_text
+from medseg.io.file_names import sidecar_path
 from medseg.io.nifti_header import check_nifti_header, dtype_name, header_shape
 from medseg.io.volume import Volume
 
@@ -111,14 +112,28 @@ def write_nifti(
     return path
 
 
-def label_dtype(mask: np.ndarray) -> type[np.integer]:
-    """``uint8`` for label values up to 255, ``uint16`` above."""
-    top = int(mask.max()) if mask.size else 0
-    if int(mask.min()) < 0 if mask.size else False:
-        raise MedsegError(f"label maps must be non-negative, found minimum {int(mask.min())}")
+def label_dtype(values: np.ndarray | Sequence[int]) -> np.dtype:
+    """The dtype of a label map holding ``values``: ``uint8`` up to 255, else ``uint16``.
+
+    Parameters
+    ----------
+    values
+        The label map itself (any shape) or its label values; empty gives ``uint8``.
+
+    Raises
+    ------
+    MedsegError
+        For a negative value or one above 65535.
+    """
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return np.dtype(np.uint8)
+    low, top = int(arr.min()), int(arr.max())
+    if low < 0:
+        raise MedsegError(f"label maps must be non-negative, found minimum {low}")
     if top > 65535:
         raise MedsegError(f"label values up to 65535 are supported, found {top}")
-    return np.uint8 if top <= 255 else np.uint16
+    return np.dtype(np.uint8 if top <= 255 else np.uint16)
 
 
 def save_mask(
@@ -170,10 +185,3 @@ def save_mask(
         payload = {"labels": {str(int(k)): v for k, v in sorted(label_names.items())}}
         atomic_write_text(sidecar, json.dumps(payload, indent=2))
     return path
-
-
-def sidecar_path(path: Path) -> Path:
-    """``case.nii.gz`` -> ``case.json`` (the JSON sidecar next to a NIfTI file)."""
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-    return path.with_name(stem + ".json")

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import shapely
 from pydicom.dataset import Dataset
 from skimage.draw import polygon
 
 from medseg.errors import MedsegError
-from medseg.io.dicom_scan import READ_ERRORS
+from medseg.io.dicom_scan import read_dicom
 from medseg.io.geometry import ras_to_lps
 from medseg.io.label_common import (
     RTSTRUCT_SOP_CLASS,
@@ -87,12 +86,7 @@ class RoiInfo:
 def _open(path: Path) -> Dataset:
     if not path.is_file():
         raise MedsegError("expected an RTSTRUCT file, found no such file", path)
-    try:
-        ds = pydicom.dcmread(path)
-    except READ_ERRORS as exc:
-        raise MedsegError(
-            f"expected an RTSTRUCT DICOM file, found an unreadable file: {exc}", path
-        ) from exc
+    ds = read_dicom(path, expected="an RTSTRUCT", pixels=True)
     modality = str(ds.get("Modality", "") or "")
     if str(ds.get("SOPClassUID", "")) != RTSTRUCT_SOP_CLASS and modality != "RTSTRUCT":
         raise MedsegError(

@@ -28,13 +28,13 @@ from medseg.io import label_common
 from medseg.io.atomic import atomic_path
 from medseg.io.dicom_source import (
     SourceSeries,
-    case_name,
     link_attributes,
     on_source_grid,
     output_file,
     present_labels,
     read_source_series,
 )
+from medseg.io.file_names import case_name
 from medseg.io.geometry import ras_to_lps
 from medseg.io.seg_codes import AlgorithmInfo, display_colours, segment_code
 from medseg.io.volume import Volume

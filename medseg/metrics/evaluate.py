@@ -42,11 +42,10 @@ from scipy import ndimage
 
 from medseg.errors import MedsegError
 from medseg.io import Volume, affines_match, load_volume
+from medseg.io.file_names import IMAGE_SUFFIXES, image_stem
 from medseg.metrics.case import as_label_map, compute_case_metrics, empty_label_row
 
 logger = logging.getLogger(__name__)
-
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True)
@@ -83,15 +82,6 @@ class Evaluation:
     failed: list[dict[str, str]] = field(default_factory=list)
 
 
-def case_name(path: Path) -> str | None:
-    """Case id of a label file (name without its suffix), ``None`` if not a supported file."""
-    low = path.name.lower()
-    for suf in SUFFIXES:
-        if low.endswith(suf) and not path.name.startswith("."):
-            return path.name[: -len(suf)]
-    return None
-
-
 def list_cases(folder: Path, what: str) -> dict[str, Path]:
     """``{case_id: file}`` of the label files directly inside ``folder``."""
     folder = Path(folder)
@@ -99,7 +89,8 @@ def list_cases(folder: Path, what: str) -> dict[str, Path]:
         raise MedsegError(f"{what} folder not found (expected a folder of label files)", folder)
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        name = case_name(path) if path.is_file() else None
+        hidden = path.name.startswith(".")
+        name = image_stem(path) if path.is_file() and not hidden else None
         if name is None:
             continue
         if name in found:
@@ -121,7 +112,7 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> tuple[list[CasePair], list[st
     """
     refs = list_cases(ref_dir, "reference")
     if not refs:
-        raise MedsegError(f"no label files found (expected {', '.join(SUFFIXES)})", ref_dir)
+        raise MedsegError(f"no label files found (expected {', '.join(IMAGE_SUFFIXES)})", ref_dir)
     preds = _predictions(pred_dir)
     pairs = [CasePair(cid, path, preds.get(cid)) for cid, path in refs.items()]
     return pairs, sorted(set(preds) - set(refs))
@@ -132,8 +123,8 @@ def _predictions(pred_dir: Path) -> dict[str, Path]:
     preds = list_cases(pred_dir, "prediction")
     if not preds:
         raise MedsegError(
-            f"expected predicted label maps ({', '.join(SUFFIXES)}) in the prediction folder, "
-            "found none",
+            f"expected predicted label maps ({', '.join(IMAGE_SUFFIXES)}) in the prediction "
+            "folder, found none",
             pred_dir,
         )
     return preds

@@ -38,6 +38,9 @@ LESION_KEYS = (
     "lesion_f1",
     "lesion_dice",
 )
+#: Above this many ``(ref, pred)`` id pairs the overlap table is built with ``np.unique``
+#: (sparse) instead of one dense ``np.bincount``.
+_DENSE_PAIRS = 1 << 24
 
 
 def structure_for(connectivity: int) -> np.ndarray:
@@ -60,12 +63,41 @@ def _components(mask: np.ndarray, structure: np.ndarray, min_voxels: int) -> np.
     return lab
 
 
-def _pairs(g: np.ndarray, p: np.ndarray, n_p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Overlapping (ref, pred) component pairs and their voxel counts (sparse contingency)."""
-    both = (g > 0) & (p > 0)
-    idx = g[both].astype(np.int64) * (n_p + 1) + p[both].astype(np.int64)
-    uniq, counts = np.unique(idx, return_counts=True)
-    return uniq // (n_p + 1), uniq % (n_p + 1), counts.astype(np.float64)
+def overlap_pairs(
+    ref: np.ndarray,
+    pred: np.ndarray,
+    n_ref: int,
+    n_pred: int,
+    both: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sparse contingency table of two instance maps: every overlapping pair and its size.
+
+    Parameters
+    ----------
+    ref, pred
+        Non-negative integer instance maps of equal shape (0 background, ids up to ``n_ref``
+        and ``n_pred``).
+    n_ref, n_pred
+        The largest id of each map.
+    both
+        ``(ref > 0) & (pred > 0)`` when the caller has it already.
+
+    Returns
+    -------
+    ref_ids, pred_ids, voxels
+        One entry per overlapping ``(ref id, pred id)`` pair, sorted by ref id then pred id;
+        ``voxels`` (float64) counts the voxels the two instances share.
+    """
+    if both is None:
+        both = (ref > 0) & (pred > 0)
+    pair = ref[both].astype(np.int64) * (n_pred + 1) + pred[both].astype(np.int64)
+    if (n_ref + 1) * (n_pred + 1) <= _DENSE_PAIRS:
+        counts = np.bincount(pair, minlength=(n_ref + 1) * (n_pred + 1))
+        idx = np.flatnonzero(counts)
+        inter = counts[idx]
+    else:  # too many ids for a dense table
+        idx, inter = np.unique(pair, return_counts=True)
+    return idx // (n_pred + 1), idx % (n_pred + 1), inter.astype(np.float64)
 
 
 def lesion_metrics(
@@ -104,7 +136,7 @@ def lesion_metrics(
     g = _components(np.asarray(ref, bool), st, min_voxels)
     p = _components(np.asarray(pred, bool), st, min_voxels)
     n_g, n_p = int(g.max(initial=0)), int(p.max(initial=0))
-    gi, pj, inter = _pairs(g, p, n_p)
+    gi, pj, inter = overlap_pairs(g, p, n_g, n_p)
     g_size = np.bincount(g.ravel(), minlength=n_g + 1).astype(np.float64)
     p_size = np.bincount(p.ravel(), minlength=n_p + 1).astype(np.float64)
     inter_g = np.bincount(gi, weights=inter, minlength=n_g + 1)[1:]  # |G_i & U_i|

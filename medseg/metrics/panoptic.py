@@ -38,13 +38,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medseg.metrics.lesion import structure_for
+from medseg.metrics.lesion import overlap_pairs, structure_for
 
 PANOPTIC_KEYS = ("pq_n_ref", "pq_n_pred", "pq_tp", "pq_fp", "pq_fn", "pq_sq", "pq_rq", "pq")
-
-#: Above this many ``(ref, pred)`` id pairs the intersection table is built with ``np.unique``
-#: (sparse) instead of one dense ``np.bincount``.
-_DENSE_PAIRS = 1 << 24
 
 
 def empty_panoptic() -> dict[str, float]:
@@ -52,20 +48,6 @@ def empty_panoptic() -> dict[str, float]:
     row: dict[str, float] = dict.fromkeys(PANOPTIC_KEYS[:5], 0)
     row.update(pq_sq=math.nan, pq_rq=math.nan, pq=math.nan)
     return row
-
-
-def _intersections(
-    ref: np.ndarray, pred: np.ndarray, both: np.ndarray, n_ref: int, n_pred: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Overlapping ``(ref id, pred id, voxels)`` triples of the voxels in ``both``."""
-    pair = ref[both].astype(np.int64) * (n_pred + 1) + pred[both].astype(np.int64)
-    if (n_ref + 1) * (n_pred + 1) <= _DENSE_PAIRS:
-        counts = np.bincount(pair, minlength=(n_ref + 1) * (n_pred + 1))
-        idx = np.flatnonzero(counts)
-        inter = counts[idx]
-    else:  # too many ids for a dense table
-        idx, inter = np.unique(pair, return_counts=True)
-    return idx // (n_pred + 1), idx % (n_pred + 1), inter.astype(np.float64)
 
 
 def panoptic_from_instances(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
@@ -96,7 +78,7 @@ def panoptic_from_instances(pred: np.ndarray, ref: np.ndarray) -> dict[str, floa
     n_pred, n_ref = int(np.count_nonzero(p_size[1:])), int(np.count_nonzero(g_size[1:]))
     if n_pred == 0 and n_ref == 0:
         return empty_panoptic()
-    gi, pj, inter = _intersections(g, p, p_fg & g_fg, n_g, n_p)
+    gi, pj, inter = overlap_pairs(g, p, n_g, n_p, p_fg & g_fg)
     iou = inter / (g_size[gi] + p_size[pj] - inter)
     matched = iou > 0.5  # unique: two instances cannot both overlap one by more than half
     tp = int(matched.sum())

@@ -42,19 +42,20 @@ _CHECK_EVERY = 32  # offsets between two such checks
 
 
 def bounding_box(mask: np.ndarray) -> Box | None:
-    """Tight bounding box of the true voxels of a 3D mask, or ``None`` when it has none.
+    """Tight bounding box of the true (non-zero) voxels of a 3D array, ``None`` when it has none.
 
     Parameters
     ----------
     mask
-        Boolean array ``(I, J, K)`` (any memory order; views are fine).
+        Boolean array ``(I, J, K)`` (any memory order; views are fine), or an integer label
+        map whose non-zero voxels count (read as it is: no boolean copy of its size).
 
     Returns
     -------
     tuple of slice or None
         ``(slice(i0, i1), slice(j0, j1), slice(k0, k1))`` in voxel indices.
     """
-    m = np.asarray(mask, dtype=bool)
+    m = np.asarray(mask)
     if m.ndim != 3:
         raise ValueError(f"bounding_box: expected a 3D mask, got shape {m.shape}")
     # One full pass projects onto (I, J); K is then searched inside the (I, J) box only.
@@ -68,21 +69,26 @@ def bounding_box(mask: np.ndarray) -> Box | None:
 
 
 def merge_boxes(
-    boxes: Sequence[Box | None], shape: Sequence[int] | None = None, margin: int = 0
+    boxes: Sequence[Box | None],
+    shape: Sequence[int] | None = None,
+    margin: int | Sequence[int] = 0,
 ) -> Box | None:
     """Smallest box holding every box given (``None`` ones skipped), or ``None`` if none.
 
-    ``margin`` grows it by that many voxels on every side, clipped to ``shape`` (required then).
+    ``margin`` grows it by that many voxels on every side (one number, or one per axis),
+    clipped to ``shape`` (required then).
     """
     present = [b for b in boxes if b is not None]
     if not present:
         return None
-    if margin and shape is None:
+    ndim = len(present[0])
+    pads = [int(margin)] * ndim if isinstance(margin, int) else [int(m) for m in margin]
+    if any(pads) and shape is None:
         raise ValueError("merge_boxes: a margin needs the array shape to clip to")
     out = []
-    for d in range(len(present[0])):
-        lo = min(b[d].start for b in present) - margin
-        hi = max(b[d].stop for b in present) + margin
+    for d in range(ndim):
+        lo = min(b[d].start for b in present) - pads[d]
+        hi = max(b[d].stop for b in present) + pads[d]
         out.append(slice(max(lo, 0), hi if shape is None else min(hi, shape[d])))
     return tuple(out)
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F  # noqa: N812  (torch convention)
 
+from medseg.postprocessing.slabs import slabs
+
 # Grid cells per kernel sigma. Against brute force (8x8x6 tests) 1.0 gives ~1% mean error, 1.5
 # about 0.3%; but at 1.5 a 5 mm bilateral grid has as many cells as an 8.4 Mvox volume and each
 # iteration costs ~0.6 s more (blur, slicing cache misses) for no measurable change in Dice.
@@ -132,8 +134,8 @@ class BilateralGrid:
         return coords.reshape(nb, n // nb, J, K, 3), frac
 
     def _slabs(self) -> list[tuple[int, int]]:
-        step = max(1, _SLAB_VOXELS // max(1, self.shape[1] * self.shape[2]))
-        return [(i, min(i + step, self.shape[0])) for i in range(0, self.shape[0], step)]
+        planes = slabs(self.shape[0], self.shape[1] * self.shape[2], _SLAB_VOXELS)
+        return [(sl.start, sl.stop) for sl in planes]
 
     def _stack(self, grid: torch.Tensor) -> torch.Tensor:
         """(C, bins, U, V, W) -> (1, C', bins*U, V, W), with the next-bin copy when bilateral."""

@@ -55,6 +55,7 @@ from medseg.postprocessing.bilateral_grid import (
     SPATIAL_CELLS_PER_SIGMA,
     BilateralGrid,
 )
+from medseg.postprocessing.slabs import box_slabs
 from medseg.runtime.device import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -156,14 +157,6 @@ class _Normalisation:
         return (self.lo - self.mean) / self.std
 
 
-def _slabs(box: Sequence[slice], voxels: int = 1 << 21) -> list[tuple[slice, ...]]:
-    """``box`` cut along its first axis into slabs of about ``voxels`` voxels."""
-    plane = max(1, (box[1].stop - box[1].start) * (box[2].stop - box[2].start))
-    step = max(1, voxels // plane)
-    starts = range(box[0].start, box[0].stop, step)
-    return [(slice(i, min(i + step, box[0].stop)), box[1], box[2]) for i in starts]
-
-
 def _intensity_stats(image: np.ndarray | torch.Tensor, box: Sequence[slice]) -> _Normalisation:
     """Clip to the 0.5-99.5 percentiles of ``image[box]`` and z-score over the box.
 
@@ -174,7 +167,7 @@ def _intensity_stats(image: np.ndarray | torch.Tensor, box: Sequence[slice]) -> 
     n = math.prod(s.stop - s.start for s in box)
     step = max(1, n // 1_000_000)
     parts, seen = [], 0
-    for slab in _slabs(box):
+    for slab in box_slabs(box):
         flat = _crop(image, slab).reshape(-1)
         parts.append(flat[(-seen) % step :: step].to(torch.float32))
         seen += flat.numel()
@@ -182,7 +175,7 @@ def _intensity_stats(image: np.ndarray | torch.Tensor, box: Sequence[slice]) -> 
     levels = torch.tensor([0.005, 0.995], device=sample.device)
     lo, hi = (float(v) for v in torch.quantile(sample, levels))
     total = squares = 0.0
-    for slab in _slabs(box):
+    for slab in box_slabs(box):
         values = _crop(image, slab).to(torch.float64).clamp(lo, hi) - lo  # shifted: exact sums
         total += float(values.sum())
         squares += float((values * values).sum())

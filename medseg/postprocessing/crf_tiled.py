@@ -30,17 +30,17 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from medseg.errors import MedsegError
+from medseg.metrics.surface_search import bounding_box, merge_boxes
 from medseg.postprocessing.crf import (
     CRFConfig,
     _as_tensor,
     _crop,
     _intensity_stats,
     _mean_field,
-    _slabs,
 )
+from medseg.postprocessing.slabs import box_slabs
 
 logger = logging.getLogger(__name__)
 
@@ -57,22 +57,10 @@ TILE_MB = 600.0  # working memory of one tile: 4.3 Mvox (163^3) for 2 classes
 def _foreground_box(
     labels: np.ndarray, spacing: Sequence[float], margin_mm: float
 ) -> tuple[slice, ...] | None:
-    """Bounding box of ``labels != 0`` grown by ``margin_mm``, or ``None`` when empty.
-
-    The union of ``scipy.ndimage.find_objects``' per-label boxes: no temporary of the
-    volume's size.
-    """
-    top = int(labels.max()) if labels.size else 0
-    found = [b for b in ndimage.find_objects(labels, max_label=top) if b is not None]
-    if not found:
-        return None
-    box = []
-    for axis, sp in enumerate(spacing):
-        pad = math.ceil(margin_mm / float(sp))
-        start = min(b[axis].start for b in found)
-        stop = max(b[axis].stop for b in found)
-        box.append(slice(max(0, start - pad), min(labels.shape[axis], stop + pad)))
-    return tuple(box)
+    """Bounding box of ``labels != 0`` grown by ``margin_mm`` (clipped to the array), or
+    ``None`` when empty. Projections of the label map itself: no temporary of its size."""
+    pads = [math.ceil(margin_mm / float(sp)) for sp in spacing]
+    return merge_boxes([bounding_box(labels)], labels.shape, margin=pads)
 
 
 def _tile_length(extent: int, pieces: int, halo: int) -> int:
@@ -149,7 +137,7 @@ def crf_tiles(
 def _argmax(probs: torch.Tensor, dtype: type[np.integer]) -> np.ndarray:
     """Argmax over the classes of ``(C, I, J, K)``, slab by slab (no int64 volume)."""
     out = np.empty(tuple(probs.shape[1:]), dtype=dtype)
-    for slab in _slabs(tuple(slice(0, n) for n in probs.shape[1:])):
+    for slab in box_slabs(tuple(slice(0, n) for n in probs.shape[1:])):
         index = (slice(None), *slab)
         out[slab] = probs[index].float().argmax(dim=0).cpu().numpy()
     return out

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import MedsegError
-from medseg.metrics.case import as_label_map
+from medseg.metrics.case import as_label_map, label_boxes
 from medseg.metrics.lesion import structure_for
 
 #: The most instances a ``uint16`` map holds.
@@ -127,10 +127,8 @@ def instance_map(
         raise MedsegError(f"connectivity: {exc}", path) from exc
     if min_voxels < 1:
         raise MedsegError(f"min_voxels: expected >= 1, found {min_voxels}", path)
-    top = max(wanted)
     # one pass for every label's bounding box; components are labelled inside their box only
-    clipped = np.where(arr <= top, arr, 0) if arr.max(initial=0) > top else arr
-    boxes = ndimage.find_objects(clipped, max_label=top)
+    boxes = label_boxes(arr, max(wanted))
     out = np.zeros(arr.shape, dtype=np.uint16)
     info: list[InstanceInfo] = []
     for lab in wanted:

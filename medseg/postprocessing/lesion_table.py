@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from medseg.data.manifest import check_case_id
+from medseg.data.manifest_fields import check_case_id
 from medseg.errors import MedsegError
 from medseg.io.atomic import atomic_write_text
 from medseg.postprocessing.diameters import axial_axis, axial_diameters

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,7 @@ from scipy import ndimage
 from medseg.errors import MedsegError
 from medseg.postprocessing.crf import CRFConfig
 from medseg.postprocessing.crf_tiled import ProbabilitySource, crf_refine_labels
+from medseg.postprocessing.slabs import slabs
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,9 @@ def ellipsoid_structure(radius_mm: float, spacing: Sequence[float]) -> np.ndarra
     return dist2 <= radius_mm**2 + 1e-9
 
 
-def _plane_slabs(array: np.ndarray) -> list[slice]:
+def _plane_slabs(array: np.ndarray) -> Iterator[slice]:
     """Slabs of whole planes along axis 0, about 2 Mvox each."""
-    step = max(1, _SLAB_VOXELS // max(1, int(np.prod(array.shape[1:]))))
-    return [slice(i, i + step) for i in range(0, array.shape[0], step)]
+    return slabs(array.shape[0], int(np.prod(array.shape[1:])), _SLAB_VOXELS)
 
 
 def _component_sizes(components: np.ndarray, count: int) -> np.ndarray:

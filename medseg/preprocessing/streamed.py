@@ -21,7 +21,7 @@ MONAI computes them on the whole volume at once, which is what dominates the pea
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,13 +29,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Spacingd, Transform
 
+from medseg.postprocessing.slabs import slabs
+
 _SLAB_VOXELS = 1 << 21  # voxels per slab of the z-score passes
-
-
-def _slabs(n: int, plane: int, voxels: int) -> Iterator[slice]:
-    step = max(1, voxels // max(1, plane))
-    for i in range(0, n, step):
-        yield slice(i, min(n, i + step))
 
 
 class ZScoreIntensity(Transform):
@@ -64,7 +60,7 @@ class ZScoreIntensity(Transform):
     def _stats(self, chan: torch.Tensor) -> tuple[float, float] | None:
         plane = int(np.prod(chan.shape[1:]))
         count, total = 0, 0.0
-        for sl in _slabs(chan.shape[0], plane, _SLAB_VOXELS):
+        for sl in slabs(chan.shape[0], plane, _SLAB_VOXELS):
             x = chan[sl].double()
             count += int(torch.count_nonzero(x)) if self.nonzero else x.numel()
             total += float(x.sum())  # zeros add nothing, so the non-zero sum is the sum
@@ -72,7 +68,7 @@ class ZScoreIntensity(Transform):
             return None
         mean = total / count
         squares = 0.0
-        for sl in _slabs(chan.shape[0], plane, _SLAB_VOXELS):
+        for sl in slabs(chan.shape[0], plane, _SLAB_VOXELS):
             x = chan[sl].double()
             d = x - mean
             if self.nonzero:
@@ -87,7 +83,7 @@ class ZScoreIntensity(Transform):
             return
         mean, std = stats
         plane = int(np.prod(chan.shape[1:]))
-        for sl in _slabs(chan.shape[0], plane, _SLAB_VOXELS):
+        for sl in slabs(chan.shape[0], plane, _SLAB_VOXELS):
             x = chan[sl]
             zero = x == 0 if self.nonzero else None
             x.sub_(mean).div_(std)
@@ -153,7 +149,7 @@ def resample_in_slabs(
     if list(image.shape[1:]) == shape and np.allclose(src, dst, atol=1e-3):
         return image.as_tensor().to(torch.float32), src  # Spacingd leaves it as it is, too
     out = torch.empty((image.shape[0], *shape), dtype=torch.float32)
-    for sl in _slabs(shape[0], shape[1] * shape[2], int(slab_mvox * 1e6)):
+    for sl in slabs(shape[0], shape[1] * shape[2], int(slab_mvox * 1e6)):
         shift = np.eye(4)
         shift[0, 3] = sl.start
         piece = sp.sp_resample(
