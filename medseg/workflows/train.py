@@ -56,7 +56,7 @@ def decide_after_training(
         deadline=deadline,
         allow_outside_root=allow_outside_root,
     )
-    logger.info("post-processing decision written to %s", path)
+    logger.info("post-processing file written to %s", path)  # says when it was skipped
 
 
 def train_and_decide(
