@@ -168,15 +168,20 @@ def run_command(cmd: list[str], log: Path, ctx: Context, timeout: float) -> tupl
     env.update(COLUMNS="160", TERM="dumb", NO_COLOR="1")
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with log.open("w", encoding="utf-8") as fh:
-        fh.write(" ".join(cmd) + "\n")
-        fh.flush()
-        try:
-            rc = subprocess.run(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False
-            ).returncode
-        except subprocess.TimeoutExpired:
-            rc = 124
+    try:
+        done = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        rc, output = done.returncode, done.stdout or b""
+    except subprocess.TimeoutExpired as exc:
+        rc, output = 124, exc.output or b""
+    text = output.decode("utf-8", errors="replace")
+    atomic_write_text(log, " ".join(cmd) + "\n" + text)
     return rc, time.perf_counter() - t0
 
 

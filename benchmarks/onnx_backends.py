@@ -1,33 +1,39 @@
-"""Inference backends, one process, interleaved: torch vs ONNX Runtime vs OpenVINO vs plain MONAI.
+"""ONNX parity and runtime settings: max |p_runtime - p_torch| on phantom and hippocampus cases.
 
-The network is ``predict_throughput.py``'s light UNet (16..256, 2 residual units, seeded random
-weights) in a run directory; the cases are seeded CT phantoms written as NIfTI (LPS). Sides:
+The end-to-end table of every backend against plain MONAI is ``predict_throughput.py``'s; this
+script looks at the runtimes themselves:
 
-* ``monai``: ``predict_throughput.plain_monai`` (MONAI transforms, ``sliding_window_inference``,
-  ``Invertd``), the reference of the ratio column;
-* ``torch``, ``onnxruntime``, ``openvino``: ``medseg predict --backend B`` (CLI, in-process).
+1. Parity per runtime setting. For each (network, case) pair: the blended float32
+   probabilities on the preprocessed grid (``medseg.inference.sliding.sliding_probabilities``,
+   overlap 0.5, Gaussian) of torch, ONNX Runtime at each graph optimisation level
+   (``all``, ``extended``, ``basic``, ``disable``) and OpenVINO in each ``EXECUTION_MODE_HINT``
+   (``PERFORMANCE``, ``ACCURACY``; ``INFERENCE_PRECISION_HINT`` f32 always, read back from the
+   compiled model); max |p - p_torch|, the share of voxels above the issue's 1e-4 bound, and
+   the max |logit - logit_float64| of 4 real windows against the same network run by torch in
+   float64 (which runtime is the more exact one). Pairs:
 
-Every side runs once on a small case first (imports, kernel set-up, the ONNX export, which is
-timed separately). Then ``--reps`` rounds of A-B-C-D (each round one pass over every case per
-side), so a drifting load on a shared machine hits every side alike; the 1-minute load average
-is recorded before each pass. Parity: the blended probabilities on the preprocessed grid
-(float32) of each ONNX backend against torch on one case (``Predictor.network_probabilities``),
-max absolute difference, and the Dice between the masks written by each backend and torch's.
+   * ``ct_light``: the light UNet (16..256, random seeded weights) on a CT phantom;
+   * ``ct_trained``: the trained bundle ``bundles/phantom_ct`` on a phantom of its training
+     size (64x64x48 at 1.5x1.5x3 mm), when the bundle is there;
+   * ``hippocampus``: the light UNet on MR plans (1 mm, patch 48x64x48, random weights: no
+     trained hippocampus run ships) on MSD Task04 ``hippocampus_001`` from
+     ``/work/shared/data/msd_hippocampus``, skipped when absent.
 
-A second table times one forward pass of ``--sw-batch-size`` patch windows (torch, and each
-runtime on an ONNX export with a fixed spatial shape, the patch, and with dynamic spatial axes),
-in blocks of 3 forwards per model, the blocks interleaved, ``--reps`` rounds.
+2. Seconds per forward of ``--sw-batch-size`` windows: torch, and each runtime on an export
+   with a fixed spatial shape (the patch) and with dynamic spatial axes, blocks of 3 forwards
+   per model, interleaved, ``--reps`` rounds.
 
 Usage::
 
-    .venv/bin/python benchmarks/onnx_backends.py [--cases 2] [--shape 128 128 64] [--reps 2]
+    .venv/bin/python benchmarks/onnx_backends.py [--reps 2] [--no-shapes]
+
+Writes ``benchmarks/results/onnx_backends.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import copy
 import json
 import os
 import platform
@@ -37,78 +43,136 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_throughput import LABELS, make_run, plain_monai
+from predict_throughput import light_unet_plans, phantom_with_air
 
-from medseg.data.synthetic import make_ct_phantom
-from medseg.io import load_volume, write_nifti
-from medseg.io.atomic import atomic_write_text
+from medseg.io import load_volume
+from medseg.io.volume import Volume
+from medseg.networks.registry import build_network
+from medseg.planning.plans import NetworkSpec, Plans
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BACKENDS = ("torch", "onnxruntime", "openvino")
+ROOT = Path(__file__).resolve().parents[1]
+HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "msd_hippocampus"
+BOUND = 1e-4  # the issue's parity bound on probabilities
 
 
-def run_cli(run: Path, folder: Path, out: Path, backend: str, args: argparse.Namespace) -> float:
-    from medseg.cli import main
+def runtime_variants(path: Path) -> dict[str, torch.nn.Module]:
+    """Every runtime setting compared, by name, on the ONNX file ``path``."""
+    from medseg.networks.onnx_backend import (
+        ORT_OPTIMIZATION,
+        OV_EXECUTION_MODES,
+        OnnxRuntimeModel,
+        OpenVinoModel,
+    )
 
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # the per-run summary tables
-        rc = main(
-            [
-                "predict", "--model", str(run), "--input", str(folder), "--output", str(out),
-                "--device", "cpu", "--overlap", str(args.overlap),
-                "--sw-batch-size", str(args.sw_batch_size), "--no-tta", "--postprocess", "none",
-                "--backend", backend,
-            ]
-        )  # fmt: skip
-    if rc != 0:
-        raise SystemExit(f"medseg predict --backend {backend} failed with exit code {rc}")
-    return time.perf_counter() - start
-
-
-def dice_between(a_dir: Path, b_dir: Path, names: list[str]) -> float:
-    """Smallest per-label Dice between two folders of masks (labels present in either)."""
-    worst = 1.0
-    for name in names:
-        a = load_volume(a_dir / name, allow_empty=True).array
-        b = load_volume(b_dir / name, allow_empty=True).array
-        for lab in LABELS:
-            if lab and ((a == lab).any() or (b == lab).any()):
-                inter = np.sum((a == lab) & (b == lab))
-                worst = min(worst, 2 * inter / ((a == lab).sum() + (b == lab).sum()))
-    return float(worst)
+    out: dict[str, torch.nn.Module] = {}
+    for level in ORT_OPTIMIZATION:
+        out[f"onnxruntime_{level}"] = OnnxRuntimeModel(path, optimization=level)
+    for mode in OV_EXECUTION_MODES:
+        out[f"openvino_{mode}"] = OpenVinoModel(path, execution_mode=mode)
+    return out
 
 
-def probability_parity(run: Path, case: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Max |p_backend - p_torch| of the blended float32 probabilities on one case, and the
-    preprocessed (cropped, resampled) shape the windows slide over."""
+def parity(
+    model: torch.nn.Module, plans: Plans, volume: Volume, tmp: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Parity of every runtime setting against torch for one network and one case."""
     from medseg.inference.config import InferConfig
     from medseg.inference.predictor import Predictor
+    from medseg.inference.sliding import sliding_probabilities
+    from medseg.networks.onnx_export import export_onnx
 
-    probs = {}
-    volume = load_volume(case)
-    for backend in BACKENDS:
-        cfg = InferConfig(
-            device="cpu", backend=backend, overlap=args.overlap, accumulation="float32",
-            sw_batch_size=args.sw_batch_size, postprocess="none",
-        )  # fmt: skip
-        predictor = Predictor.from_path(run, config=cfg)
-        pre = predictor.preprocess(volume)
-        probs[backend] = predictor.network_probabilities(pre)
-    diffs: dict[str, Any] = {b: float((probs[b] - probs["torch"]).abs().max()) for b in BACKENDS}
-    return {**diffs, "preprocessed_shape": list(pre.image.shape[1:])}
+    path = export_onnx(model, plans, tmp / f"{id(model)}.onnx")
+    cfg = InferConfig(device="cpu", postprocess="none", accumulation="float32")
+    pre = Predictor([model], plans, config=cfg).preprocess(volume)
+    variants = {"torch": model, **runtime_variants(path)}
+    probs = {
+        name: sliding_probabilities(
+            pre.image, [m], plans.patch_size, overlap=args.overlap, sw_batch_size=4
+        )
+        for name, m in variants.items()
+    }
+    windows = _real_windows(pre.image, plans.patch_size, 4)
+    with torch.inference_mode():
+        ref64 = copy.deepcopy(model).double()(windows.double())
+        logits = {name: m(windows).double() for name, m in variants.items()}
+    rows = {}
+    for name in variants:
+        diff = (probs[name] - probs["torch"]).abs()
+        rows[name] = {
+            "max_abs_prob_diff_vs_torch": float(diff.max()),
+            "share_of_voxels_above_bound": float((diff > BOUND).float().mean()),
+            "max_abs_logit_diff_vs_float64": float((logits[name] - ref64).abs().max()),
+        }
+    ov = variants["openvino_PERFORMANCE"]
+    return {
+        "preprocessed_shape": list(pre.image.shape[1:]),
+        "max_abs_logit": float(ref64.abs().max()),
+        "openvino_inference_precision": ov.inference_precision,  # type: ignore[attr-defined]
+        "settings": rows,
+    }
 
 
-def shape_table(run: Path, tmp: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+def _real_windows(image: torch.Tensor, patch: tuple[int, ...], n: int) -> torch.Tensor:
+    """``n`` windows ``(n, C, *patch)`` of ``image`` ``(C, X, Y, Z)`` along its diagonal
+    (zero-padded at the far end where the image is smaller than the patch, as MONAI pads)."""
+    x = image.float()[None]
+    grow = [max(0, p - s) for s, p in zip(x.shape[2:], patch, strict=True)]
+    x = torch.nn.functional.pad(x, [v for g in reversed(grow) for v in (0, g)])
+    spans = [s - p for s, p in zip(x.shape[2:], patch, strict=True)]
+    out = []
+    for k in range(n):
+        lo = [round(span * (k + 1) / (n + 1)) for span in spans]
+        box = tuple(slice(a, a + p) for a, p in zip(lo, patch, strict=True))
+        out.append(x[(slice(None), slice(None), *box)])
+    return torch.cat(out).contiguous()
+
+
+def cases(tmp: Path) -> list[tuple[str, torch.nn.Module, Plans, Volume]]:
+    """The (name, network, plans, case) pairs of the parity table (see the docstring)."""
+    from medseg.data.synthetic import make_ct_phantom
+    from medseg.networks.loading import load_models
+
+    pairs = []
+    plans = light_unet_plans((96, 96, 64), (1.5, 1.5, 1.5))
+    torch.manual_seed(0)
+    net = build_network(plans.network, 1, plans.num_classes).eval()
+    pairs.append(("ct_light", net, plans, phantom_with_air((192, 192, 128), (1, 1, 1), 16, 0)[0]))
+    bundle = ROOT / "bundles" / "phantom_ct"
+    if (bundle / "models" / "model.pt").is_file():
+        loaded = load_models(bundle)
+        img, _ = make_ct_phantom((64, 64, 48), (1.5, 1.5, 3.0), seed=5, axcodes="LPS")
+        pairs.append(("ct_trained", loaded.models[0], loaded.plans, img))
+    case = HIPPOCAMPUS / "imagesTr" / "hippocampus_001.nii.gz"
+    if case.is_file():
+        mr = Plans(
+            modality="MRI",
+            labels={0: "background", 1: "anterior", 2: "posterior"},
+            target_spacing=(1.0, 1.0, 1.0),
+            normalization="zscore_nonzero",
+            patch_size=(48, 64, 48),
+            batch_size=2,
+            network=NetworkSpec(name="unet", channels=(16, 32, 64, 128, 256), num_res_units=2),
+        )
+        torch.manual_seed(0)
+        mr_net = build_network(mr.network, 1, mr.num_classes).eval()
+        pairs.append(("hippocampus", mr_net, mr, load_volume(case)))
+    else:
+        print(f"skipped the hippocampus case: {case} is absent", file=sys.stderr)
+    return pairs
+
+
+def shape_table(tmp: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Seconds per forward of ``sw_batch_size`` patch windows: fixed vs dynamic spatial axes."""
-    from medseg.networks.loading import load_model
     from medseg.networks.onnx_backend import OnnxRuntimeModel, OpenVinoModel
     from medseg.networks.onnx_export import export_onnx
 
-    model, plans = load_model(run, 0)
+    plans = light_unet_plans((64, 64, 48), (1.5, 1.5, 3.0))
+    torch.manual_seed(0)
+    model = build_network(plans.network, 1, plans.num_classes).eval()
     files = {
         kind: export_onnx(model, plans, tmp / f"{kind}.onnx", dynamic_spatial=kind == "dynamic")
         for kind in ("fixed", "dynamic")
@@ -117,107 +181,66 @@ def shape_table(run: Path, tmp: Path, args: argparse.Namespace) -> list[dict[str
     wrappers = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVinoModel}
     models: dict[tuple[str, str], Any] = {("torch", "any"): model}
     models.update({(b, k): wrappers[b](p) for b in wrappers for k, p in files.items()})
-    reps = 3 * args.reps
     times: dict[tuple[str, str], float] = dict.fromkeys(models, 0.0)
     with torch.inference_mode():
         for m in models.values():
             m(x)  # warm-up
-        # blocks of 3 forwards per model, A-B-C-D-E then again: a runtime whose idle threads
-        # still spin after its block slows only the first forward of the next block
-        for _ in range(args.reps):
+        for _ in range(args.reps):  # blocks of 3 forwards per model, interleaved
             for key, m in models.items():
                 for _ in range(3):
                     t = time.perf_counter()
                     m(x)
                     times[key] += time.perf_counter() - t
     return [
-        {"backend": b, "spatial": k, "seconds_per_forward": round(t / reps, 3)}
+        {"backend": b, "spatial": k, "seconds_per_forward": round(t / (3 * args.reps), 3)}
         for (b, k), t in times.items()
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cases", type=int, default=2)
-    ap.add_argument("--shape", type=int, nargs=3, default=(128, 128, 64))
-    ap.add_argument("--spacing", type=float, nargs=3, default=(1.5, 1.5, 3.0))
-    ap.add_argument("--patch", type=int, nargs=3, default=(64, 64, 48))
     ap.add_argument("--overlap", type=float, default=0.5)
     ap.add_argument("--sw-batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--no-shapes", action="store_true", help="skip the forward-time table")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        run = tmp / "run"
-        make_run(run, tuple(args.patch), tuple(args.spacing))
-        names = []
-        for s in range(args.cases):
-            img, _ = make_ct_phantom(args.shape, args.spacing, seed=s, axcodes="LPS")
-            names.append(write_nifti(img.array, img.affine, tmp / "in" / f"case{s}.nii.gz").name)
-        warm, _ = make_ct_phantom((48, 48, 32), args.spacing, seed=99)
-        write_nifti(warm.array, warm.affine, tmp / "warm" / "w.nii.gz")
-        plain_monai(run, [tmp / "warm" / "w.nii.gz"], tmp / "warm_monai", args.overlap, 4)
-        first: dict[str, float] = {}
-        for b in BACKENDS:  # the first onnx call exports fold_0/model.onnx (cached after)
-            first[b] = round(run_cli(run, tmp / "warm", tmp / f"warm_{b}", b, args), 2)
-        seconds: dict[str, float] = dict.fromkeys(("monai", *BACKENDS), 0.0)
-        passes = []
-        inputs = [tmp / "in" / n for n in names]
-        for rep in range(args.reps):
-            for side in seconds:
-                load = os.getloadavg()[0]
-                out = tmp / f"{side}{rep}"
-                if side == "monai":
-                    t = plain_monai(run, inputs, out, args.overlap, args.sw_batch_size)
-                else:
-                    t = run_cli(run, tmp / "in", out, side, args)
-                seconds[side] += t
-                passes.append({"side": side, "seconds": round(t, 2), "load_avg_1min": load})
-        parity = probability_parity(run, inputs[0], args)
-        dice = {b: dice_between(tmp / "torch0", tmp / f"{b}0", names) for b in BACKENDS}
-        shapes = shape_table(run, tmp, args)
-    n = args.cases * args.reps
-    table = [
-        {
-            "side": side,
-            "seconds_per_case": round(t / n, 3),
-            "ratio_to_plain_monai": round(t / seconds["monai"], 3),
-            "max_abs_prob_diff_vs_torch": parity.get(side, 0.0) if side != "monai" else None,
-            "min_dice_vs_torch": dice.get(side),
-        }
-        for side, t in seconds.items()
-    ]
-    result = {
-        "cases": args.cases,
-        "shape": list(args.shape),
-        "spacing_mm": list(args.spacing),
-        "patch": list(args.patch),
-        "overlap": args.overlap,
-        "sw_batch_size": args.sw_batch_size,
-        "threads": args.threads,
-        "reps": args.reps,
-        "preprocessed_shape": parity["preprocessed_shape"],
-        "table": table,
-        "first_call_seconds_with_export": first,
-        "forward_fixed_vs_dynamic_spatial": shapes,
-        "passes_interleaved": passes,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "versions": _versions(),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "onnx_backends.json", json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-
-
-def _versions() -> dict[str, str]:
+        table = {name: parity(m, p, v, tmp, args) for name, m, p, v in cases(tmp)}
+        shapes = [] if args.no_shapes else shape_table(tmp, args)
     import onnxruntime
     import openvino
 
-    return {"onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__}
+    result = {
+        "parity_bound": BOUND,
+        "parity": table,
+        "forward_fixed_vs_dynamic_spatial": shapes,
+        "load_avg_before": [round(x, 2) for x in load],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.__version__,
+        },
+    }
+    RESULTS.mkdir(exist_ok=True)
+    from medseg.io.atomic import atomic_write_text
+
+    atomic_write_text(RESULTS / "onnx_backends.json", json.dumps(result, indent=2) + "\n")
+    for name, t in table.items():
+        for setting, row in t["settings"].items():
+            print(
+                f"{name:12s} {setting:22s} max|dp| {row['max_abs_prob_diff_vs_torch']:.1e}  "
+                f"above 1e-4 {row['share_of_voxels_above_bound']:.2%}  "
+                f"max|dlogit| vs f64 {row['max_abs_logit_diff_vs_float64']:.1e}"
+            )
+    print(json.dumps(shapes, indent=2))
 
 
 if __name__ == "__main__":

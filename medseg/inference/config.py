@@ -154,11 +154,10 @@ class InferConfig:
     manifest: str | None = None
     data_root: str | None = None
     allow_outside_root: bool = False
-    # torch: fastest end to end in benchmarks/onnx_backends.py (one process, interleaved,
-    # `medseg predict` per side; light UNet 16..256, patch 64x64x48, CT phantom 192x192x96 at
-    # 1.5x1.5x3 mm -> 185x145x96 preprocessed, 60 windows; 2 threads on 2 shared cores, load
-    # average 5.9-6.3): s/case torch 8.8, openvino 9.8, onnxruntime 11.4, plain MONAI 39.5;
-    # and it needs no optional package. Measured once more at 128x128x64: 2.25 / 2.25 / 3.0.
+    # torch: benchmarks/predict_throughput.py (CT phantoms 256x256x160 with air, light UNet,
+    # 2 threads, OMP_WAIT_POLICY=PASSIVE, interleaved): s/case torch 9.5, onnxruntime 10.1,
+    # openvino 8.2 (plain MONAI 12.1); OpenVINO's probabilities differ from torch's by up to
+    # 3.3e-4 (> the 1e-4 parity aim), ONNX Runtime is slower, and torch needs no extra package.
     backend: Backend = "torch"
     formats: tuple[OutputFormat, ...] = ("nifti",)
     instances: tuple[int | str, ...] = ()

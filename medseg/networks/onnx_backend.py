@@ -12,6 +12,7 @@ output, exporting each network once (:mod:`medseg.networks.onnx_cache`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from medseg.networks.onnx_export import INPUT_NAME, require
 logger = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+#: ONNX Runtime graph optimisation levels, by name (``OnnxRuntimeModel(optimization=...)``)
+ORT_OPTIMIZATION: tuple[str, ...] = ("all", "extended", "basic", "disable")
+#: OpenVINO ``EXECUTION_MODE_HINT`` values (``OpenVinoModel(execution_mode=...)``)
+OV_EXECUTION_MODES: tuple[str, ...] = ("PERFORMANCE", "ACCURACY")
 
 
 def _threads(threads: int) -> int:
@@ -77,15 +82,30 @@ class OnnxRuntimeModel(_RuntimeModel):
         The ``.onnx`` file (input ``(B, C, X, Y, Z)`` float32, one output: logits).
     threads
         Intra-op threads; 0: as many as torch uses (``torch.get_num_threads()``).
+    optimization
+        Graph optimisation level, one of :data:`ORT_OPTIMIZATION` (``"all"``: every
+        fusion, including layout changes). The four levels gave bit-identical probabilities
+        on the CT phantom and hippocampus cases of ``benchmarks/onnx_backends.py``.
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, *, threads: int = 0, optimization: str = "all") -> None:
         ort = require("onnxruntime", "--backend onnxruntime")
+        levels = ort.GraphOptimizationLevel
+        level = {
+            "all": levels.ORT_ENABLE_ALL,
+            "extended": levels.ORT_ENABLE_EXTENDED,
+            "basic": levels.ORT_ENABLE_BASIC,
+            "disable": levels.ORT_DISABLE_ALL,
+        }
+        if optimization not in level:
+            raise MedsegError(
+                f"ONNX Runtime optimisation: expected one of {list(level)}, found {optimization!r}"
+            )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = _threads(threads)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = level[optimization]
         # No busy-waiting between runs: the sliding window runs torch ops (blending,
         # softmax, flips) between forwards, and spinning ORT threads take their cores.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -110,8 +130,17 @@ class OnnxRuntimeModel(_RuntimeModel):
 class OpenVinoModel(_RuntimeModel):
     """An ONNX file compiled by OpenVINO for the CPU, in float32.
 
-    OpenVINO's CPU plugin would otherwise pick bfloat16 on CPUs with AVX512-BF16 (its default
-    ``INFERENCE_PRECISION_HINT``), about 3e-2 off the float32 logits on a tiny UNet.
+    ``INFERENCE_PRECISION_HINT`` is set to ``f32``: the CPU plugin would otherwise pick bfloat16
+    on CPUs with AVX512-BF16, about 3e-2 off the float32 logits on a tiny UNet
+    (:attr:`inference_precision` reads back what the compiled model runs in).
+
+    Even in float32 its kernels are less exact than torch's or ONNX Runtime's: against the
+    same network in float64, max |logit error| 7e-4 to 2.6e-3 (torch 1-2e-5, ONNX Runtime
+    6e-5 to 1.4e-4), largest in windows of nearly uniform tissue, where instance norm
+    divides by a small spread; blended probabilities differ from torch's by up to 3.3e-4 on CT
+    phantoms (0.1-0.3 % of voxels above 1e-4) and 3.7e-5 on a hippocampus case.
+    ``EXECUTION_MODE_HINT=ACCURACY``, denormal handling, static shapes and one thread change
+    none of it (``benchmarks/onnx_backends.py``; OpenVINO 2026.4, 2-core AMD EPYC Zen 3).
 
     Parameters
     ----------
@@ -119,13 +148,23 @@ class OpenVinoModel(_RuntimeModel):
         The ``.onnx`` file.
     threads
         Inference threads; 0: as many as torch uses (``torch.get_num_threads()``).
+    execution_mode
+        ``EXECUTION_MODE_HINT``, one of :data:`OV_EXECUTION_MODES`.
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, *, threads: int = 0, execution_mode: str = "PERFORMANCE"
+    ) -> None:
         ov = require("openvino", "--backend openvino")
+        if execution_mode not in OV_EXECUTION_MODES:
+            raise MedsegError(
+                f"OpenVINO execution mode: expected one of {list(OV_EXECUTION_MODES)}, found "
+                f"{execution_mode!r}"
+            )
         core = ov.Core()
         config = {
             "INFERENCE_PRECISION_HINT": "f32",
+            "EXECUTION_MODE_HINT": execution_mode,
             "INFERENCE_NUM_THREADS": _threads(threads),
             "PERFORMANCE_HINT": "LATENCY",
         }
@@ -144,6 +183,13 @@ class OpenVinoModel(_RuntimeModel):
         super().__init__(path, shape)
         self.compiled = compiled
         self.request = compiled.create_infer_request()
+
+    @property
+    def inference_precision(self) -> str:
+        """The precision the compiled model runs in, as OpenVINO reports it (``"f32"``)."""
+        value = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        name = getattr(value, "get_type_name", None)  # an openvino.Type
+        return str(name() if callable(name) else value)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits of ``x`` ``(B, C, X, Y, Z)`` float32."""
@@ -165,7 +211,10 @@ def backend_models(loaded: LoadedModels, backend: str, *, threads: int = 0) -> l
     """
     if backend == "torch":
         return list(loaded.models)
-    wrappers = {"onnxruntime": OnnxRuntimeModel, "openvino": OpenVinoModel}
+    wrappers: dict[str, Callable[..., nn.Module]] = {
+        "onnxruntime": OnnxRuntimeModel,
+        "openvino": OpenVinoModel,
+    }
     if backend not in wrappers:
         raise MedsegError(f"--backend: expected one of {list(BACKENDS)}, found {backend!r}")
     require("onnxruntime" if backend == "onnxruntime" else "openvino", f"--backend {backend}")

@@ -52,7 +52,9 @@ def test_selected(cm: ModuleType, patterns: list[str] | None, expected: bool) ->
 
 
 def _args(tmp_path: Path) -> argparse.Namespace:
-    return argparse.Namespace(train_minutes=3.0, auto_minutes=9.0, threads=2, smoke=False, work=tmp_path)
+    return argparse.Namespace(
+        train_minutes=3.0, auto_minutes=9.0, threads=2, smoke=False, work=tmp_path
+    )
 
 
 def test_default_network_row_reuses_the_3d_run(cm: ModuleType, tmp_path: Path) -> None:
