@@ -295,7 +295,7 @@ def _train_folds(
             progress=progress,
         )
         results[f"fold_{k}"] = run_epochs(trainer, resume)
-        reserved += reserve_factor * trainer.val_s
+        reserved += trainer.reserve_s()
     if info.is_main and after_training is not None:
         after_training(out, folds, manifest, end)
     return results

@@ -142,3 +142,19 @@ def test_window_count_matches_monai(shape, patch, overlap, expected) -> None:
     sliding_window_inference(torch.zeros(1, 1, *shape), patch, 1, net, overlap=overlap)
     assert len(calls) == expected
     assert window_count(shape, patch, overlap) == expected
+
+
+def test_the_decision_reserve_is_capped_at_a_share_of_the_fold_budget() -> None:
+    """A 41 s validation x 4 asked for 164 s of a 120 s budget: the fold trained one step."""
+    from medseg.training.loop import RESERVE_MAX_SHARE
+
+    trainer = FoldTrainer.__new__(FoldTrainer)  # only the timing fields matter here
+    trainer.reserve_factor, trainer.val_s = 4.0, 41.0
+    trainer._created = time.perf_counter()
+    trainer.stop_at = trainer._created + 120.0
+    assert trainer.reserve_s() == pytest.approx(RESERVE_MAX_SHARE * 120.0)
+    trainer.val_s = 2.0  # a short validation keeps its full reserve
+    assert trainer.reserve_s() == pytest.approx(8.0)
+    trainer.stop_at = math.inf  # no limit: nothing to cap
+    trainer.val_s = 41.0
+    assert trainer.reserve_s() == pytest.approx(164.0)
