@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 from typer.testing import CliRunner
 
@@ -35,3 +38,20 @@ def train_ct_cohort(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return run, manifest
+
+
+def predict_first_case(run: Path, manifest: Path, out: Path) -> tuple[Path, Path]:
+    """``medseg predict`` of the cohort's first image; asserts the mask has its exact grid
+    (shape, affine, axis codes); returns (image, mask file)."""
+    image = (manifest.parent / json.loads(manifest.read_text())["training"][0]["image"]).resolve()
+    result = CliRunner().invoke(
+        app, ["predict", "--model", str(run), "--input", str(image), "--output", str(out)]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    src = nib.load(image)
+    mask_file = next(out.glob("*.nii.gz"))
+    mask = nib.load(mask_file)
+    assert mask.shape == src.shape
+    np.testing.assert_allclose(mask.affine, src.affine, atol=1e-5)
+    assert nib.aff2axcodes(mask.affine) == tuple(AXCODES)
+    return image, mask_file

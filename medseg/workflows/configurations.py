@@ -40,7 +40,7 @@ from medseg.data.validation import validate_manifest
 from medseg.errors import MedsegError
 from medseg.inference.config import InferConfig
 from medseg.inference.predictor import Predictor
-from medseg.io import load_volume
+from medseg.io import affines_match, load_volume
 from medseg.metrics.overlap import dice_per_label
 from medseg.networks.loading import available_folds
 from medseg.planning.configurations import (
@@ -322,10 +322,10 @@ def _score_case(
     first = next(iter(predictors.values()))
     volume = load_case_image(case, first.plans.in_channels)
     ref = load_volume(case.label, allow_empty=True)
-    if ref.spatial_shape != volume.spatial_shape:
+    if ref.spatial_shape != volume.spatial_shape or not affines_match(ref.affine, volume.affine):
         raise MedsegError(
-            f"expected the label grid of its image {volume.spatial_shape}, found "
-            f"{ref.spatial_shape}",
+            f"expected the label on its image's grid {volume.spatial_shape} ({case.image}), "
+            f"found {ref.spatial_shape} with affine {ref.affine.round(3).tolist()}",
             case.label,
         )
     reference = np.asarray(ref.array)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from cohort_run import AXCODES, train_ct_cohort
+from cohort_run import predict_first_case, train_ct_cohort
 from typer.testing import CliRunner
 
 from medseg.cli import app
@@ -45,17 +44,7 @@ def test_2d_run_plans_slices_along_the_coarse_axis(run_2d: tuple[Path, Path]) ->
 
 def test_2d_predict_keeps_source_geometry(run_2d: tuple[Path, Path], tmp_path: Path) -> None:
     run, manifest = run_2d
-    image = (manifest.parent / json.loads(manifest.read_text())["training"][0]["image"]).resolve()
-    out = tmp_path / "pred"
-    result = CliRunner().invoke(
-        app, ["predict", "--model", str(run), "--input", str(image), "--output", str(out)]
-    )
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    src = nib.load(image)
-    mask = nib.load(next(out.glob("*.nii.gz")))
-    assert mask.shape == src.shape
-    np.testing.assert_allclose(mask.affine, src.affine, atol=1e-5)
-    assert nib.aff2axcodes(mask.affine) == tuple(AXCODES)
+    predict_first_case(run, manifest, tmp_path / "pred")
 
 
 def test_slice_constant_scan_gives_slice_constant_prediction(

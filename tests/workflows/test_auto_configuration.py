@@ -8,10 +8,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
-from cohort_run import AXCODES, train_ct_cohort
+from cohort_run import predict_first_case, train_ct_cohort
 from typer.testing import CliRunner
 
 from medseg.cli import app
@@ -74,17 +73,8 @@ def test_predict_uses_the_choice_and_keeps_geometry(
     auto_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
     run, manifest = auto_run
-    image = (manifest.parent / json.loads(manifest.read_text())["training"][0]["image"]).resolve()
     out = tmp_path / "pred"
-    result = CliRunner().invoke(
-        app, ["predict", "--model", str(run), "--input", str(image), "--output", str(out)]
-    )
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    src = nib.load(image)
-    mask = nib.load(next(out.glob("*.nii.gz")))
-    assert mask.shape == src.shape
-    np.testing.assert_allclose(mask.affine, src.affine, atol=1e-5)
-    assert nib.aff2axcodes(mask.affine) == tuple(AXCODES)
+    predict_first_case(run, manifest, out)
     sidecar = json.loads(next(out.glob("*.json")).read_text())
     chosen = load_choice(run).chosen
     if len(chosen) == 1:
